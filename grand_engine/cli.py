@@ -1,0 +1,339 @@
+"""``grand-engine``: run, status, rerun, errors, demo and models commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from grand_engine.config import ConfigError, load_manifest
+
+EXAMPLES = """\
+examples:
+  grand-engine demo                                   build the sample shard and run it (tiny models, CPU)
+  grand-engine run --shards sa1b/ --out out/ --levels 1-4 --manifest grand
+  grand-engine run --shards 'sa1b/sa_00000*.tar' --out out/ --stages depth --max-units 2 --backend inline
+  grand-engine run --shards imgs/ --out out/ --set detect_ov.threshold=0.1 --set depth.resources.gpus=0.5
+  grand-engine status out/                            per-stage progress from the manifests
+  grand-engine rerun out/ --stage level1              recompute level1 and everything downstream
+  grand-engine errors out/ --stage images             list per-image error rows
+  grand-engine models tiny ~/.cache/grand-engine/tiny build tiny random checkpoints for CPU runs
+  grand-engine models check --manifest grand          resolve every checkpoint without loading it
+"""
+
+
+def _add_run_options(p: argparse.ArgumentParser, rerun: bool = False) -> None:
+    if not rerun:
+        p.add_argument("--shards", nargs="+", required=True, help="SA-1B .tar files, folders of tars/images, or globs")
+        p.add_argument("--out", required=True, help="output folder (or s3://bucket/prefix)")
+        p.add_argument("--manifest", default="tiny", help="packaged manifest name (tiny, grand) or a YAML path")
+        sel = p.add_mutually_exclusive_group()
+        sel.add_argument("--levels", help="levels to produce with all their ancestors: 1-4, 2, 1-3, …")
+        sel.add_argument("--stages", help="comma-separated stage names to run (with their ancestors)")
+        p.add_argument("--unit-size", type=int, default=None, help="images per work unit (default: manifest, 128)")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="STAGE.PARAM=VALUE",
+            help="override a stage parameter, or STAGE.resources.FIELD=VALUE (repeatable)",
+        )
+        p.add_argument(
+            "--var",
+            dest="variables",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="set a manifest variable such as tiny_dir (repeatable)",
+        )
+    else:
+        p.add_argument("--shards", nargs="+", default=None, help="limit the rerun to these shards (default: all)")
+    p.add_argument("--max-units", type=int, default=None, help="process at most N units (trial runs)")
+    p.add_argument("--backend", choices=["ray", "inline"], default="ray", help="ray (default) or inline (one process)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grand-engine",
+        description="GranD grounded vision-language annotation pipeline: SA-1B shards → Parquet levels 1–4.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_run = sub.add_parser(
+        "run",
+        help="run the pipeline (skips work already done)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_options(p_run)
+
+    p_status = sub.add_parser("status", help="per-stage progress of an output folder, from its manifests")
+    p_status.add_argument("out")
+    p_status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p_rerun = sub.add_parser("rerun", help="invalidate a stage and its descendants, then run again")
+    p_rerun.add_argument("out")
+    p_rerun.add_argument("--stage", required=True)
+    _add_run_options(p_rerun, rerun=True)
+
+    p_err = sub.add_parser("errors", help="list per-image error rows")
+    p_err.add_argument("out")
+    p_err.add_argument("--stage", default=None)
+    p_err.add_argument("--limit", type=int, default=50)
+
+    p_demo = sub.add_parser("demo", help="build the sample shard and run every stage of the tiny manifest on it")
+    p_demo.add_argument("--out", default="demo_out", help="demo folder (default: ./demo_out)")
+    p_demo.add_argument("--backend", choices=["ray", "inline"], default="ray")
+    p_demo.add_argument("--levels", default=None, help="levels to run (default: every stage of the manifest)")
+    p_demo.add_argument("--no-progress", action="store_true")
+
+    p_models = sub.add_parser("models", help="tiny checkpoints and checkpoint checks")
+    msub = p_models.add_subparsers(dest="models_command", required=True)
+    p_tiny = msub.add_parser("tiny", help="build tiny random-initialised checkpoints of every model family")
+    p_tiny.add_argument("dir", nargs="?", default=None, help="destination (default: GRAND_TINY_DIR or ~/.cache/…)")
+    p_tiny.add_argument("--force", action="store_true", help="rebuild existing checkpoints")
+    p_check = msub.add_parser("check", help="resolve every checkpoint of a manifest without loading weights")
+    p_check.add_argument("--manifest", default="tiny")
+    p_check.add_argument("--var", dest="variables", action="append", default=[], metavar="NAME=VALUE")
+    return parser
+
+
+def _parse_vars(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--var expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def _execute(
+    args: argparse.Namespace,
+    manifest_ref: str,
+    shards: list[str],
+    out: str,
+    overrides: list[str],
+    variables: dict[str, str],
+    levels: str | None,
+    stages: str | None,
+    unit_size: int | None,
+    rerun_stage: str | None = None,
+) -> int:
+    from grand_engine.io.store import OutputStore
+    from grand_engine.runtime.pipeline import build_pipeline, parse_levels
+    from grand_engine.runtime.plan import make_plan
+    from grand_engine.runtime.run import check_unit_size, execute, invalidate_stage
+
+    manifest = load_manifest(manifest_ref, overrides=overrides, variables=variables)
+    store = OutputStore(out)
+    store.check_writable()
+    size = unit_size or manifest.unit_size
+    check_unit_size(store, size)
+    pipeline = build_pipeline(
+        manifest,
+        levels=parse_levels(levels) if levels else None,
+        stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+    )
+    _check_models(pipeline)
+    plan = make_plan(pipeline, shards, store, size, args.max_units)
+    if rerun_stage:
+        removed = invalidate_stage(pipeline, plan, store, rerun_stage)
+        print(f"invalidated {len(removed)} (stage, unit) records of {rerun_stage!r} and its descendants")
+        plan = make_plan(pipeline, shards, store, size, args.max_units)
+    print(
+        f"{len(plan.units)} units from {len(plan.shards)} shard(s); {plan.pairs_todo()} (stage, unit) tasks to run "
+        f"over {len(pipeline.order)} stages"
+    )
+    cli_info = {
+        "cli": {
+            "manifest": manifest_ref,
+            "shards": shards,
+            "overrides": overrides,
+            "variables": variables,
+            "levels": levels,
+            "stages": stages,
+        }
+    }
+    summary = execute(
+        plan, store, backend=args.backend, address=args.address, progress=not args.no_progress, extra_run_info=cli_info
+    )
+    print(summary.table())
+    print(f"outputs: {store.uri}")
+    return 0 if summary.ok else 1
+
+
+def _check_models(pipeline) -> None:
+    """Fail fast, before any work, when a checkpoint of the selected stages cannot be resolved."""
+    from grand_engine.models.base import check_checkpoint
+
+    missing = []
+    for name, stage in pipeline.stages.items():
+        for slot, spec in stage.models.items():
+            result = check_checkpoint(spec)
+            if not result.found:
+                missing.append(f"  {name}.{slot}: {spec.id} — {result.message}")
+    if missing:
+        raise ConfigError(
+            "missing model checkpoints:\n"
+            + "\n".join(missing)
+            + "\n(for the tiny manifest run `grand-engine models tiny` first)"
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _execute(
+        args,
+        args.manifest,
+        args.shards,
+        args.out,
+        args.overrides,
+        _parse_vars(args.variables),
+        args.levels,
+        args.stages,
+        args.unit_size,
+    )
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from grand_engine.io.store import OutputStore
+
+    store = OutputStore(args.out)
+    try:
+        info = json.loads(store.read_text("run.json"))
+    except FileNotFoundError:
+        raise ConfigError(f"{args.out} has no run.json; run `grand-engine run` first") from None
+    cli = info.get("cli") or {}
+    if not cli:
+        raise ConfigError(f"{args.out}/run.json does not record the command line; use `grand-engine run` instead")
+    shards = args.shards or cli["shards"]
+    return _execute(
+        args,
+        cli["manifest"],
+        shards,
+        args.out,
+        cli.get("overrides") or [],
+        cli.get("variables") or {},
+        cli.get("levels"),
+        cli.get("stages"),
+        info.get("unit_size"),
+        rerun_stage=args.stage,
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from grand_engine.runtime.run import format_status, status
+
+    run_info, rows = status(args.out)
+    if args.json:
+        print(json.dumps({"units": run_info.get("units"), "stages": [asdict(r) for r in rows]}, indent=2))
+    else:
+        print(format_status(run_info, rows))
+    return 0
+
+
+def cmd_errors(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from grand_engine.io.store import OutputStore
+    from grand_engine.runtime.manifests import ERRORS
+
+    store = OutputStore(args.out)
+    base = f"{ERRORS}/{args.stage}" if args.stage else ERRORS
+    tables = [store.read_table(rel) for rel in store.list_files(base, ".parquet")]
+    if not tables:
+        print("no error rows")
+        return 0
+    table = pa.concat_tables(tables)
+    print(f"{table.num_rows} error rows")
+    for row in table.slice(0, args.limit).to_pylist():
+        print(
+            f"{row['stage']:<16} {row['unit_id']:<20} {row['image_id']:<24} {row['error_type']:<22} {row['message']}"
+        )
+    if table.num_rows > args.limit:
+        print(f"… {table.num_rows - args.limit} more (use --limit)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from grand_engine.demo import build_demo_shard
+
+    root = Path(args.out).resolve()
+    shard_dir = root / "shards"
+    shard = shard_dir / "sa_000000.tar"
+    if not shard.exists():
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        build_demo_shard(shard_dir)
+        print(f"built the sample shard {shard}")
+    variables = {}
+    tiny_dir = _ensure_tiny_checkpoints()
+    if tiny_dir is not None:
+        variables["tiny_dir"] = str(tiny_dir)
+    ns = argparse.Namespace(max_units=None, backend=args.backend, address=None, no_progress=args.no_progress)
+    code = _execute(ns, "tiny", [str(shard_dir)], str(root / "output"), [], variables, args.levels, None, None)
+    print(f"demo output: {root / 'output'}  (try: grand-engine status {root / 'output'})")
+    return code
+
+
+def _ensure_tiny_checkpoints() -> Path | None:
+    """Build the tiny checkpoints on first use (idempotent); ``None`` when the model layer has none."""
+    from grand_engine.models import tiny
+
+    if not hasattr(tiny, "build_all"):
+        return None
+    dest = tiny.default_tiny_dir()
+    reports = tiny.build_all(dest)
+    built = [r for r in reports if r.built]
+    if built:
+        print(f"built {len(built)} tiny checkpoints in {dest}")
+    return dest
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.models_command == "tiny":
+        from grand_engine.models import tiny
+
+        dest = Path(args.dir).expanduser() if args.dir else tiny.default_tiny_dir()
+        for r in tiny.build_all(dest, force=args.force):
+            state = "built" if r.built else "kept"
+            print(f"{r.name:<24} {state:<6} {r.bytes / 1e6:7.2f} MB {r.seconds:6.2f} s  {r.path}")
+        return 0
+    from grand_engine.models.check import check_manifest, format_checks
+
+    manifest = load_manifest(args.manifest, variables=_parse_vars(args.variables))
+    checks = check_manifest(manifest)
+    print(format_checks(checks))
+    return 0 if all(c.result.found for c in checks) else 1
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "rerun": cmd_rerun,
+    "status": cmd_status,
+    "errors": cmd_errors,
+    "demo": cmd_demo,
+    "models": cmd_models,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, OSError) as exc:
+        print(f"grand-engine: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

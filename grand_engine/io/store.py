@@ -1,0 +1,180 @@
+"""The output store: every file the engine writes goes through here.
+
+``OutputStore`` wraps a local folder or an object-store URI (``s3://bucket/prefix``, via pyarrow
+filesystems). Writes are atomic: on a local disk the data goes to a temporary name in the same folder,
+is flushed and fsynced, then renamed over the final name; an object store has no rename, so the final
+key is written with one PUT (readers never see a partial object). A crash therefore leaves either
+the complete file or none, plus at worst an orphan temporary file that :meth:`remove_orphans` deletes
+at the next start.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TMP_MARKER = ".tmp-"
+ROW_GROUP_SIZE = 256
+"""Rows per Parquet row group. A unit file holds at most ``unit_size`` rows (128 by default), so one
+unit is one row group; set explicitly because tiny default row groups make reads many times slower."""
+
+
+class StoreError(OSError):
+    """An output file could not be written or read; the message names the path."""
+
+
+class OutputStore:
+    """Atomic reads and writes of relative paths under one output root (local or ``s3://``)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        text = str(root)
+        self.uri = text
+        if "://" in text and not text.startswith("file://"):
+            import pyarrow.fs as pafs
+
+            self._fs, base = pafs.FileSystem.from_uri(text)
+            self._base = base.rstrip("/")
+            self.local_root: Path | None = None
+        else:
+            self._fs = None
+            self.local_root = Path(text.removeprefix("file://")).expanduser().resolve()
+            self._base = str(self.local_root)
+
+    # -- paths ----------------------------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        return self.local_root is not None
+
+    def full(self, rel: str) -> str:
+        return f"{self._base}/{rel}" if rel else self._base
+
+    def __repr__(self) -> str:
+        return f"OutputStore({self.uri!r})"
+
+    # -- writes ---------------------------------------------------------------------------------
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write ``data`` to ``rel`` atomically, creating parent folders."""
+        target = self.full(rel)
+        try:
+            if self._fs is None:
+                parent = os.path.dirname(target)
+                os.makedirs(parent, exist_ok=True)
+                tmp = f"{target}{TMP_MARKER}{uuid.uuid4().hex}"
+                try:
+                    with open(tmp, "wb") as fh:
+                        fh.write(data)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, target)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+            else:
+                with self._fs.open_output_stream(target) as out:
+                    out.write(data)
+        except OSError as exc:
+            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+    def write_table(self, rel: str, table: pa.Table) -> int:
+        """Write ``table`` as Parquet (zstd, explicit row-group size) atomically; return its size in bytes."""
+        buf = io.BytesIO()
+        pq.write_table(table, buf, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+        data = buf.getvalue()
+        self.write_bytes(rel, data)
+        return len(data)
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode("utf-8"))
+
+    # -- reads ----------------------------------------------------------------------------------
+    def read_bytes(self, rel: str) -> bytes:
+        target = self.full(rel)
+        try:
+            if self._fs is None:
+                with open(target, "rb") as fh:
+                    return fh.read()
+            with self._fs.open_input_stream(target) as src:
+                return src.read()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if self._fs is not None and _is_missing(exc):
+                raise FileNotFoundError(target) from exc
+            raise StoreError(f"cannot read {target}: {exc}") from exc
+
+    def read_text(self, rel: str) -> str:
+        return self.read_bytes(rel).decode("utf-8")
+
+    def read_table(self, rel: str) -> pa.Table:
+        return pq.read_table(pa.BufferReader(self.read_bytes(rel)))
+
+    def exists(self, rel: str) -> bool:
+        if self._fs is None:
+            return os.path.exists(self.full(rel))
+        import pyarrow.fs as pafs
+
+        return self._fs.get_file_info(self.full(rel)).type != pafs.FileType.NotFound
+
+    def delete(self, rel: str) -> bool:
+        """Delete one file; return whether it existed."""
+        target = self.full(rel)
+        if self._fs is None:
+            try:
+                os.unlink(target)
+                return True
+            except FileNotFoundError:
+                return False
+        if not self.exists(rel):
+            return False
+        self._fs.delete_file(target)
+        return True
+
+    def list_files(self, rel_dir: str, suffix: str = "") -> Iterator[str]:
+        """Relative paths of every file below ``rel_dir`` ending in ``suffix`` (recursive, sorted)."""
+        base = self.full(rel_dir)
+        if self._fs is None:
+            if not os.path.isdir(base):
+                return iter(())
+            found = []
+            for dirpath, _dirs, files in os.walk(base):
+                for name in files:
+                    if name.endswith(suffix):
+                        found.append(os.path.relpath(os.path.join(dirpath, name), self._base))
+            return iter(sorted(found))
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        infos = self._fs.get_file_info(selector)
+        prefix = self._base + "/"
+        return iter(
+            sorted(i.path[len(prefix) :] for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
+        )
+
+    def remove_orphans(self) -> int:
+        """Delete temporary files left by a crash mid-write (local stores only); return how many."""
+        if self._fs is not None or not os.path.isdir(self._base):
+            return 0
+        removed = 0
+        for dirpath, _dirs, files in os.walk(self._base):
+            for name in files:
+                if TMP_MARKER in name:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+        return removed
+
+    def check_writable(self) -> None:
+        """Fail early, naming the path, when the output root cannot be written."""
+        probe = f"_probe{TMP_MARKER}{uuid.uuid4().hex}"
+        self.write_bytes(probe, b"")
+        self.delete(probe)
+
+
+def _is_missing(exc: OSError) -> bool:
+    text = str(exc).lower()
+    return "not found" in text or "does not exist" in text or "nosuchkey" in text

@@ -1,0 +1,187 @@
+"""What every model adapter shares: device and dtype choice, checkpoint resolution, the registries.
+
+An adapter wraps one model family (depth, open-vocabulary detection, CLIP, SAM, LLM, …). It loads
+from a Hub id or a local directory through the same code path, places the model on the worker's
+device with the configured dtype, and exposes a batched ``predict``-style method with typed outputs
+in original-image pixel coordinates. Stages build adapters in ``setup()`` with :func:`load_adapter`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from grand_engine.config import ModelSpec
+
+_ADAPTERS: dict[str, type[Adapter]] = {}
+_TINY_BUILDERS: dict[str, Callable[[Path], None]] = {}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A checkpoint could not be resolved; the message names what was tried and how to provide it."""
+
+
+def select_device(gpus: float = 0.0) -> str:
+    """``cuda`` when the worker was given GPU share and CUDA is available, else ``cpu``."""
+    import torch
+
+    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+def select_dtype(name: str, device: str) -> Any:
+    """The torch dtype for a spec's ``dtype``: ``auto`` is bf16 on GPUs that support it, fp16 on
+    other GPUs and fp32 on CPU."""
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def looks_local(model_id: str) -> bool:
+    """True when ``model_id`` names a path rather than a Hub id."""
+    return model_id.startswith(("/", "./", "../", "~")) or Path(model_id).expanduser().exists()
+
+
+def strip_scheme(model_id: str) -> str:
+    for prefix in ("local-dir:", "hf-hub:"):
+        if model_id.startswith(prefix):
+            return model_id[len(prefix) :]
+    return model_id
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of resolving one checkpoint without loading weights."""
+
+    found: bool
+    where: str
+    message: str
+
+
+def check_checkpoint(spec: ModelSpec) -> CheckResult:
+    """Resolve ``spec`` without loading weights: a local path must exist (and hold ``spec.file``
+    when given); a Hub id must be in the local Hub cache (any download would fail offline)."""
+    raw = strip_scheme(spec.id)
+    if spec.family == "spacy":
+        return _check_spacy(spec)
+    if spec.id.startswith("local-dir:") or looks_local(raw):
+        path = Path(raw).expanduser()
+        if not path.exists():
+            return CheckResult(False, str(path), f"local checkpoint {path} does not exist")
+        if spec.file and not (path / spec.file).exists():
+            return CheckResult(False, str(path / spec.file), f"file {spec.file!r} is missing from {path}")
+        return CheckResult(True, str(path), "found")
+    return _check_hub(raw, spec)
+
+
+def _check_spacy(spec: ModelSpec) -> CheckResult:
+    import importlib.util
+
+    names = [spec.id, *spec.options.get("fallbacks", [])]
+    for name in names:
+        if importlib.util.find_spec(name) is not None:
+            return CheckResult(True, name, "found")
+    return CheckResult(False, ", ".join(names), f"none of the spaCy packages {names} is installed (pip install it)")
+
+
+def _check_hub(repo_id: str, spec: ModelSpec) -> CheckResult:
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        cache = scan_cache_dir()
+        for repo in cache.repos:
+            if repo.repo_id == repo_id:
+                return CheckResult(True, str(repo.repo_path), "found in the Hugging Face cache")
+    except Exception:  # noqa: BLE001 - an unreadable or absent cache just means "not cached"
+        pass
+    hint = "download it on a machine with Hub access (huggingface-cli download) or point the manifest at a local copy"
+    if hub_offline():
+        return CheckResult(
+            False, repo_id, f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}"
+        )
+    return CheckResult(False, repo_id, f"{repo_id} is not in the local Hugging Face cache; {hint}")
+
+
+def hf_load_kwargs(spec: ModelSpec) -> dict[str, Any]:
+    """Keyword arguments for ``from_pretrained`` shared by every transformers family."""
+    kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
+    if spec.revision:
+        kwargs["revision"] = spec.revision
+    if hub_offline():
+        kwargs["local_files_only"] = True
+    return kwargs
+
+
+class Adapter:
+    """Base class of model adapters. Subclasses set ``family`` and implement ``load``."""
+
+    family: ClassVar[str] = ""
+
+    def __init__(self, spec: ModelSpec, device: str = "cpu", dtype: Any = None) -> None:
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("family"):
+            _ADAPTERS[cls.family] = cls
+
+    def load(self) -> None:
+        """Load weights (and processors) onto ``self.device``; put the model in eval mode."""
+        raise NotImplementedError
+
+    @property
+    def model_path(self) -> str:
+        """The id or path handed to the loader (``~`` expanded, scheme kept where the family needs it)."""
+        raw = strip_scheme(self.spec.id)
+        return str(Path(raw).expanduser()) if looks_local(raw) else raw
+
+
+def _import_families() -> None:
+    import grand_engine.models  # noqa: F401  (the package imports every family module)
+
+
+def adapter_class(family: str) -> type[Adapter]:
+    _import_families()
+    try:
+        return _ADAPTERS[family]
+    except KeyError:
+        raise KeyError(f"unknown model family {family!r}; known families: {', '.join(sorted(_ADAPTERS))}") from None
+
+
+def load_adapter(spec: ModelSpec, gpus: float = 0.0) -> Adapter:
+    """Build and load the adapter for ``spec`` on the device a worker with ``gpus`` share gets."""
+    cls = adapter_class(spec.family)
+    device = select_device(gpus)
+    adapter = cls(spec, device=device, dtype=select_dtype(spec.dtype, device))
+    check = check_checkpoint(spec)
+    if not check.found:
+        raise ModelNotFoundError(f"model {spec.id!r} ({spec.family}): {check.message}")
+    adapter.load()
+    return adapter
+
+
+def tiny_builder(name: str) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
+    """Register a function that writes the tiny checkpoint ``name`` into the directory it is given."""
+
+    def register(fn: Callable[[Path], None]) -> Callable[[Path], None]:
+        _TINY_BUILDERS[name] = fn
+        return fn
+
+    return register
+
+
+def tiny_builders() -> dict[str, Callable[[Path], None]]:
+    _import_families()
+    return dict(_TINY_BUILDERS)

@@ -1,0 +1,108 @@
+"""Helpers shared by the vision adapters: input checks, box conversions, typed detections, seeding.
+
+Every vision adapter takes a list of ``H×W×3`` uint8 RGB numpy arrays (images of different sizes in
+one batch) and returns results in original-image pixel coordinates; boxes are ``[x1, y1, x2, y2]``
+float32 clipped to the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Detections:
+    """Boxes found in one image: ``boxes`` ``(N, 4)`` float32 xyxy pixels, ``scores`` ``(N,)`` float32,
+    ``labels`` the N label strings (query strings or the detector's class names), ``label_ids`` ``(N,)``
+    int64 indices into the query list / class table."""
+
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    labels: list[str] = field(default_factory=list)
+    label_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def filter(self, keep: np.ndarray) -> Detections:
+        """The detections where the boolean mask or index array ``keep`` selects."""
+        idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, dtype=np.int64)
+        return Detections(self.boxes[idx], self.scores[idx], [self.labels[i] for i in idx], self.label_ids[idx])
+
+    @staticmethod
+    def concat(parts: Sequence[Detections]) -> Detections:
+        if not parts:
+            return Detections()
+        return Detections(
+            np.concatenate([p.boxes for p in parts]).astype(np.float32).reshape(-1, 4),
+            np.concatenate([p.scores for p in parts]).astype(np.float32),
+            [label for p in parts for label in p.labels],
+            np.concatenate([p.label_ids for p in parts]).astype(np.int64),
+        )
+
+
+def check_image(image: Any, index: int = 0) -> np.ndarray:
+    """Return ``image`` as a C-contiguous ``H×W×3`` uint8 array, or raise ValueError naming the input."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image {index}: expected an H×W×3 uint8 numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"image {index}: expected an H×W×3 uint8 RGB array, got shape {image.shape} dtype {image.dtype}"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image {index}: empty image of shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def check_images(images: Sequence[Any]) -> list[np.ndarray]:
+    """:func:`check_image` over a batch."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise ValueError("expected a list of images, got a single H×W×3 array (wrap it in a list)")
+    return [check_image(im, i) for i, im in enumerate(images)]
+
+
+def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(N, 4)`` xyxy boxes clipped to ``[0, width] × [0, height]`` as float32."""
+    out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+    out[:, 0::2] = np.clip(out[:, 0::2], 0, width)
+    out[:, 1::2] = np.clip(out[:, 1::2], 0, height)
+    return out
+
+
+def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` center/size boxes to corner boxes (same units)."""
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    half = b[:, 2:] / 2
+    return np.concatenate([b[:, :2] - half, b[:, :2] + half], axis=1)
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any]]]:
+    """``(start, items[start:start+size])`` over ``items``."""
+    if size < 1:
+        raise ValueError(f"batch size must be at least 1, got {size}")
+    for start in range(0, len(items), size):
+        yield start, items[start : start + size]
+
+
+def place(model: Any, device: str, dtype: Any) -> Any:
+    """Move a torch module to ``device`` (and ``dtype`` when given); return it in eval mode."""
+    model = model.to(device) if dtype is None else model.to(device=device, dtype=dtype)
+    return model.eval()
+
+
+@contextmanager
+def seeded(seed: int = 0) -> Iterator[None]:
+    """Seed torch (and restore the previous CPU RNG state afterwards) so tiny builds are reproducible."""
+    import torch
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)

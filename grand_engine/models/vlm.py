@@ -1,0 +1,626 @@
+"""Image-text generation (family ``vlm``): captioning, dense region captions, region descriptions and
+phrase grounding through ``AutoModelForImageTextToText`` + ``AutoProcessor``.
+
+One adapter serves BLIP-2, LLaVA-1.5 / LLaVA-NeXT (chat-templated prompts), Florence-2 (native
+class; task prompts such as ``<DENSE_REGION_CAPTION>``, ``<REGION_TO_DESCRIPTION>``,
+``<CAPTION_TO_PHRASE_GROUNDING>``) and Kosmos-2. Every box returned is ``(x1, y1, x2, y2)`` in
+original-image pixels, clipped to the image.
+
+Florence-2 quantises coordinates into 1000 bins per axis: a pixel coordinate ``x`` of an image ``W``
+wide becomes ``<loc_q>`` with ``q = clamp(floor(x * 1000 / W), 0, 999)``, and ``<loc_q>`` decodes
+to the bin centre ``(q + 0.5) * W / 1000``, truncated to an integer by the processor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grand_engine.models.base import Adapter, hf_load_kwargs, tiny_builder
+from grand_engine.models.llm import (
+    eos_token_ids,
+    greedy_generation_config,
+    per_item_seeds,
+    prepare_for_generation,
+    seeded_sampler,
+    split_completion,
+)
+
+Box = tuple[float, float, float, float]
+
+LOC_BINS = 1000  # Florence-2 quantisation bins per axis
+DENSE_REGION_CAPTION = "<DENSE_REGION_CAPTION>"
+REGION_TO_DESCRIPTION = "<REGION_TO_DESCRIPTION>"
+PHRASE_GROUNDING = "<CAPTION_TO_PHRASE_GROUNDING>"
+KOSMOS_GROUNDING_PROMPT = "<grounding>An image of"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated text and why generation ended (``"stop"`` or ``"length"``)."""
+
+    text: str
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class RegionText:
+    """A box (xyxy, original-image pixels) with the text the model attached to it."""
+
+    box: Box
+    text: str
+
+
+@dataclass(frozen=True)
+class GroundedCaption:
+    """A Kosmos-2 grounded caption: the clean caption and its phrases, each with a character span
+    ``[start, end)`` into ``caption`` and its boxes in pixels."""
+
+    caption: str
+    phrases: list[tuple[str, tuple[int, int], list[Box]]]
+
+
+def to_pil(image: Any) -> Any:
+    """An RGB PIL image from a PIL image or an HxWx3 / HxW uint8 array; anything else raises ``TypeError``."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if isinstance(image, np.ndarray) and image.ndim in (2, 3) and image.size > 0:
+        array = image if image.dtype == np.uint8 else np.clip(image, 0, 255).astype(np.uint8)
+        return Image.fromarray(array).convert("RGB")
+    raise TypeError(f"expected a PIL image or an HxWx3 uint8 array, got {type(image).__name__}")
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> Box:
+    """Clip an xyxy box to ``[0, width] x [0, height]``, ordering the corners (``x1 <= x2``, ``y1 <= y2``)."""
+    a, b, c, d = (float(v) for v in box)
+    x1, x2 = min(a, c), max(a, c)
+    y1, y2 = min(b, d), max(b, d)
+    return (
+        min(max(x1, 0.0), float(width)),
+        min(max(y1, 0.0), float(height)),
+        min(max(x2, 0.0), float(width)),
+        min(max(y2, 0.0), float(height)),
+    )
+
+
+def box_to_loc_bins(box: Sequence[float], image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Quantise an xyxy pixel box of an image of ``image_size = (width, height)`` into Florence-2 bins."""
+    width, height = image_size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    scale = (LOC_BINS / width, LOC_BINS / height, LOC_BINS / width, LOC_BINS / height)
+    return tuple(min(max(math.floor(v * s), 0), LOC_BINS - 1) for v, s in zip((x1, y1, x2, y2), scale, strict=True))  # type: ignore[return-value]
+
+
+def box_to_loc_tokens(box: Sequence[float], image_size: tuple[int, int]) -> str:
+    """The ``<loc_…>`` string of an xyxy pixel box (the input of ``<REGION_TO_DESCRIPTION>``)."""
+    return "".join(f"<loc_{q}>" for q in box_to_loc_bins(box, image_size))
+
+
+def loc_bins_to_box(bins: Sequence[int], image_size: tuple[int, int]) -> Box:
+    """Bin centres of four Florence-2 bins as an xyxy pixel box (the inverse of :func:`box_to_loc_bins`)."""
+    width, height = image_size
+    x1, y1, x2, y2 = (int(b) for b in bins)
+    return (
+        (x1 + 0.5) * width / LOC_BINS,
+        (y1 + 0.5) * height / LOC_BINS,
+        (x2 + 0.5) * width / LOC_BINS,
+        (y2 + 0.5) * height / LOC_BINS,
+    )
+
+
+class VLM(Adapter):
+    """A captioning / grounding VLM. ``spec.options``: ``chat`` (bool, force or disable the chat template;
+    default: use it when the processor has one), ``max_batch_size`` (images per ``generate``, default 8)."""
+
+    family = "vlm"
+
+    def load(self) -> None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        kwargs = hf_load_kwargs(self.spec)
+        self.processor = AutoProcessor.from_pretrained(self.model_path, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype, **kwargs)
+        self.model = model.to(self.device).eval()
+        self.model_type = str(self.model.config.model_type)
+        self.tokenizer = self.processor.tokenizer
+        self.encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
+        if not self.encoder_decoder:
+            self.tokenizer.padding_side = "left"  # batched decoder-only generation continues from the right edge
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        has_template = getattr(self.processor, "chat_template", None) is not None
+        self.chat = bool(self.spec.options.get("chat", has_template))
+        self.max_batch_size = int(self.spec.options.get("max_batch_size", 8))
+        self.eos_ids = eos_token_ids(self.model, self.tokenizer)
+        prepare_for_generation(self.model)
+
+    # ------------------------------------------------------------------ generic generation
+
+    def generate(
+        self,
+        images: Sequence[Any],
+        prompts: str | Sequence[str],
+        *,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | Sequence[int] = 0,
+    ) -> list[Generation]:
+        """Generate one text per image. ``prompts`` is one prompt for every image or one per image.
+
+        Chat models get each prompt as a user turn with the image (the processor's chat template);
+        Florence-2 takes task prompts (``<CAPTION>``, ``<MORE_DETAILED_CAPTION>``, …); BLIP-2 and
+        Kosmos-2 take plain text prefixes. The returned text is the decoded continuation only.
+        """
+        texts, reasons = self._run(images, prompts, max_new_tokens, do_sample, temperature, top_p, seed)
+        return [Generation(text=self._clean(t), finish_reason=r) for t, r in zip(texts, reasons, strict=True)]
+
+    def _clean(self, raw: str) -> str:
+        if self.model_type == "kosmos-2":
+            return self.processor.post_process_generation(raw, cleanup_and_extract=True)[0]
+        return self._strip_specials(raw)
+
+    def _strip_specials(self, raw: str) -> str:
+        for token in self.tokenizer.all_special_tokens:
+            raw = raw.replace(token, "")
+        return raw.strip()
+
+    def _prompt(self, prompt: str) -> str:
+        image_token = getattr(self.processor, "image_token", None)
+        if not self.chat or (image_token and image_token in prompt):
+            return prompt
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    def _run(
+        self,
+        images: Sequence[Any],
+        prompts: str | Sequence[str],
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | Sequence[int] = 0,
+    ) -> tuple[list[str], list[str]]:
+        """Raw decoded continuations (special tokens kept) and finish reasons, in input order."""
+        pil = [to_pil(im) for im in images]
+        texts = [prompts] * len(pil) if isinstance(prompts, str) else list(prompts)
+        if len(texts) != len(pil):
+            raise ValueError(f"got {len(texts)} prompts for {len(pil)} images")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        seeds = per_item_seeds(seed, len(pil))
+        out_texts: list[str] = []
+        reasons: list[str] = []
+        for start in range(0, len(pil), self.max_batch_size):
+            stop = start + self.max_batch_size
+            t, r = self._generate_batch(
+                pil[start:stop],
+                [self._prompt(p) for p in texts[start:stop]],
+                max_new_tokens,
+                temperature if do_sample else 0.0,
+                top_p,
+                seeds[start:stop],
+            )
+            out_texts.extend(t)
+            reasons.extend(r)
+        return out_texts, reasons
+
+    def _generate_batch(
+        self,
+        images: list[Any],
+        prompts: list[str],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seeds: list[int],
+    ) -> tuple[list[str], list[str]]:
+        import torch
+
+        inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True)
+        inputs = inputs.to(self.device)
+        if "pixel_values" in inputs and self.dtype is not None:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        config = greedy_generation_config(max_new_tokens, self.eos_ids, self.tokenizer.pad_token_id)
+        processors = [seeded_sampler(temperature, top_p, seeds)] if temperature > 0 else []
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
+        if self.encoder_decoder:
+            new = out[:, 1:]  # drop the decoder start token
+        else:
+            prompt_len = inputs["input_ids"].shape[1]
+            same_prefix = out.shape[1] >= prompt_len and bool((out[:, :prompt_len] == inputs["input_ids"]).all())
+            new = out[:, prompt_len:] if same_prefix else out
+        texts, reasons = [], []
+        for row in new.tolist():
+            kept, reason = split_completion(row, self.eos_ids, max_new_tokens)
+            kept = [t for t in kept if t != self.tokenizer.pad_token_id]
+            texts.append(self.tokenizer.decode(kept, skip_special_tokens=False))
+            reasons.append(reason)
+        return texts, reasons
+
+    # ------------------------------------------------------------------ Florence-2 tasks
+
+    def _require_florence(self, what: str) -> None:
+        if self.model_type != "florence2":
+            raise NotImplementedError(f"{what} needs a Florence-2 checkpoint; {self.spec.id!r} is {self.model_type}")
+
+    def parse_florence(self, text: str, task: str, image_size: tuple[int, int]) -> Any:
+        """``processor.post_process_generation`` for ``task`` on an image of ``(width, height)``; boxes in pixels."""
+        return self.processor.post_process_generation(text, task=task, image_size=image_size)[task]
+
+    def florence_regions(self, text: str, task: str, image_size: tuple[int, int]) -> list[RegionText]:
+        """Regions of a generated Florence-2 ``text`` for a box-producing ``task`` (dense captions, grounding,
+        ``<OD>``): pixel boxes of an image of ``(width, height)``, corners ordered and clipped to the image."""
+        parsed = self.parse_florence(text, task, image_size)
+        width, height = image_size
+        return [
+            RegionText(box=clip_box(box, width, height), text=str(label).strip())
+            for box, label in zip(parsed.get("bboxes", []), parsed.get("labels", []), strict=True)
+        ]
+
+    def dense_region_captions(self, images: Sequence[Any], *, max_new_tokens: int = 1024) -> list[list[RegionText]]:
+        """Florence-2 ``<DENSE_REGION_CAPTION>``: per image, the captioned regions (GRiT-style)."""
+        self._require_florence("dense_region_captions")
+        pil = [to_pil(im) for im in images]
+        texts, _ = self._run(pil, DENSE_REGION_CAPTION, max_new_tokens)
+        return [self.florence_regions(t, DENSE_REGION_CAPTION, im.size) for t, im in zip(texts, pil, strict=True)]
+
+    def region_description(
+        self, image: Any, boxes: Sequence[Sequence[float]], *, max_new_tokens: int = 64
+    ) -> list[str]:
+        """Florence-2 ``<REGION_TO_DESCRIPTION>``: one description per xyxy pixel box of ``image``."""
+        self._require_florence("region_description")
+        pil = to_pil(image)
+        if not len(boxes):
+            return []
+        prompts = [REGION_TO_DESCRIPTION + box_to_loc_tokens(clip_box(b, *pil.size), pil.size) for b in boxes]
+        texts, _ = self._run([pil] * len(prompts), prompts, max_new_tokens)
+        return [self.parse_florence(t, REGION_TO_DESCRIPTION, pil.size) for t in texts]
+
+    def phrase_grounding(self, image: Any, caption: str, *, max_new_tokens: int = 256) -> list[RegionText]:
+        """Florence-2 ``<CAPTION_TO_PHRASE_GROUNDING>``: phrases of ``caption`` with their boxes (one entry per box)."""
+        self._require_florence("phrase_grounding")
+        pil = to_pil(image)
+        texts, _ = self._run([pil], PHRASE_GROUNDING + caption, max_new_tokens)
+        return self.florence_regions(texts[0], PHRASE_GROUNDING, pil.size)
+
+    # ------------------------------------------------------------------ Kosmos-2
+
+    def grounded_captions(
+        self, images: Sequence[Any], *, prompt: str = KOSMOS_GROUNDING_PROMPT, max_new_tokens: int = 128
+    ) -> list[GroundedCaption]:
+        """Kosmos-2 grounded captions; phrase boxes converted from normalised to pixel coordinates."""
+        if self.model_type != "kosmos-2":
+            raise NotImplementedError(
+                f"grounded_captions needs a Kosmos-2 checkpoint; {self.spec.id!r} is {self.model_type}"
+            )
+        pil = [to_pil(im) for im in images]
+        texts, _ = self._run(pil, prompt, max_new_tokens)
+        results = []
+        for raw, im in zip(texts, pil, strict=True):
+            caption, entities = self.processor.post_process_generation(prompt + raw, cleanup_and_extract=True)
+            results.append(GroundedCaption(caption=caption, phrases=kosmos_entities_to_pixels(entities, im.size)))
+        return results
+
+
+def kosmos_entities_to_pixels(
+    entities: Sequence[tuple[str, tuple[int, int], Sequence[Sequence[float]]]], image_size: tuple[int, int]
+) -> list[tuple[str, tuple[int, int], list[Box]]]:
+    """Kosmos-2 entities ``(phrase, (start, end), [normalised xyxy, …])`` with boxes scaled to an image of
+    ``(width, height)`` pixels and clipped to it."""
+    width, height = image_size
+    return [
+        (
+            name,
+            (int(span[0]), int(span[1])),
+            [clip_box((b[0] * width, b[1] * height, b[2] * width, b[3] * height), width, height) for b in boxes],
+        )
+        for name, span, boxes in entities
+    ]
+
+
+# ---------------------------------------------------------------------- tiny checkpoints
+
+
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'][0]['text'] if message['content'] is not string "
+    "else message['content'] }}{{ ' ' }}"
+    "{% else %}{{ message['role'].upper() + ': ' }}"
+    "{% if message['content'] is string %}{{ message['content'] + ' ' }}{% else %}"
+    "{% for part in message['content'] if part['type'] == 'image' %}{{ '<image>\n' }}{% endfor %}"
+    "{% for part in message['content'] if part['type'] == 'text' %}{{ part['text'] + ' ' }}{% endfor %}"
+    "{% endif %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+# Every parse type Florence2Processor knows; post-processing refuses a type missing from this config.
+FLORENCE_POST_PROCESSOR_CONFIG: dict[str, Any] = {
+    "ocr": {
+        "AREA_THRESHOLD": 0.0,
+        "PATTERN": r"(.+?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>",
+    },
+    "phrase_grounding": {"banned_grounding_tokens": ["the image"]},
+    "pure_text": {},
+    "description_with_bboxes": {},
+    "description_with_polygons": {},
+    "polygons": {},
+    "bboxes": {},
+    "description_with_bboxes_or_polygons": {},
+}
+FLORENCE_EXTRA_TOKENS = [
+    "<od>",
+    "</od>",
+    "<ocr>",
+    "</ocr>",
+    "<poly>",
+    "</poly>",
+    "<sep>",
+    "<region_cap>",
+    "</region_cap>",
+]
+
+
+def _tiny_vision(image_size: int, patch_size: int, layers: int = 1) -> dict[str, Any]:
+    return {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
+
+
+def _unigram_tokenizer(words: int = 4000) -> Any:
+    """An XLM-R style unigram tokenizer built directly from scored pieces (no training): the first
+    ``words`` corpus words as whole-word pieces plus every character, alone and word-initial."""
+    from transformers import XLMRobertaTokenizer
+
+    from grand_engine.models.tokenizers import corpus
+
+    seen: dict[str, None] = {}
+    for line in corpus():
+        for word in line.split():
+            seen.setdefault(word, None)
+            if len(seen) >= words:
+                break
+        if len(seen) >= words:
+            break
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    chars = sorted({c for w in seen for c in w} | set(letters + letters.upper() + "0123456789.,!?'\"-:;()"))
+    pieces: list[tuple[str, float]] = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("<mask>", 0.0)]
+    pieces += [("\u2581" + w, -2.0 - i / len(seen)) for i, w in enumerate(seen) if len(w) > 1]
+    pieces += [("\u2581" + c, -10.0) for c in chars] + [(c, -11.0) for c in chars]
+    return XLMRobertaTokenizer(vocab=pieces)
+
+
+def _save(dest: Path, model: Any, processor: Any) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+
+
+@tiny_builder("blip2")
+def build_tiny_blip2(dest: Path) -> None:
+    """Tiny random BLIP-2 (ViT + Q-Former + OPT) with a trained GPT-2 BPE; 8 query tokens."""
+    import torch
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipImageProcessor,
+        GPT2Tokenizer,
+    )
+
+    from grand_engine.models.tokenizers import train_bpe
+
+    tokenizer = train_bpe(GPT2Tokenizer, vocab_size=1000, special_tokens={"pad_token": "<pad>"})
+    image_processor = BlipImageProcessor(size={"height": 224, "width": 224})
+    processor = Blip2Processor(image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=8)
+    tok = processor.tokenizer  # the processor added <image>; the vocabulary size is read after that
+    config = Blip2Config(
+        vision_config=_tiny_vision(224, 14),
+        qformer_config={
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "encoder_hidden_size": 32,
+        },
+        text_config={
+            "model_type": "opt",
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "word_embed_proj_dim": 32,
+            "ffn_dim": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 128,
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+            "tie_word_embeddings": False,  # tied, a random decoder mostly repeats its input token
+        },
+        num_query_tokens=8,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+    )
+    torch.manual_seed(0)
+    _save(Path(dest), Blip2ForConditionalGeneration(config).eval(), processor)
+
+
+@tiny_builder("llava")
+def build_tiny_llava(dest: Path) -> None:
+    """Tiny random LLaVA-1.5 (CLIP ViT 336/14 + Llama) with the llava-hf style processor and chat template."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        LlamaTokenizer,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from grand_engine.models.tokenizers import train_bpe
+
+    tokenizer = train_bpe(
+        LlamaTokenizer,
+        vocab_size=1000,
+        special_tokens={
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "unk_token": "<unk>",
+            "pad_token": "<pad>",
+            "additional_special_tokens": ["<image>"],
+        },
+        add_bos=True,
+    )
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, do_center_crop=True
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # the CLS token; "default" drops it again, leaving 24*24 = 576 image tokens
+        chat_template=LLAVA_CHAT_TEMPLATE,
+    )
+    config = LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", **_tiny_vision(336, 14, layers=2), "projection_dim": 32},
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
+    torch.manual_seed(0)
+    _save(Path(dest), LlavaForConditionalGeneration(config).eval(), processor)
+
+
+@tiny_builder("florence2")
+def build_tiny_florence2(dest: Path) -> None:
+    """Tiny random Florence-2 (DaViT + BART) at the real 768x768 input: trained BART BPE plus the 1000
+    ``<loc_i>`` tokens, ``<image>`` declared through ``extra_special_tokens``."""
+    import torch
+    from transformers import (
+        BartTokenizer,
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+
+    from grand_engine.models.tokenizers import train_bpe
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_bpe(BartTokenizer, vocab_size=1000)
+    tokenizer.add_tokens(FLORENCE_EXTRA_TOKENS + [f"<loc_{i}>" for i in range(LOC_BINS)])
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    # The image token only survives a save/load round trip as an extra special token.
+    tokenizer.save_pretrained(dest)
+    tokenizer = BartTokenizer.from_pretrained(dest, extra_special_tokens={"image_token": "<image>"})
+    image_processor = CLIPImageProcessor(
+        size={"height": 768, "width": 768},
+        crop_size={"height": 768, "width": 768},
+        do_center_crop=False,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    image_processor.image_seq_length = 577
+    processor = Florence2Processor(
+        image_processor=image_processor, tokenizer=tokenizer, post_processor_config=FLORENCE_POST_PROCESSOR_CONFIG
+    )
+    config = Florence2Config(
+        vision_config={
+            "depths": [1, 1, 1, 1],
+            "patch_stride": [4, 2, 2, 2],
+            "embed_dim": [16, 16, 32, 32],
+            "num_heads": [1, 1, 2, 2],
+            "num_groups": [1, 1, 2, 2],
+            "window_size": 12,
+            "projection_dim": 32,
+            "drop_path_rate": 0.0,
+        },
+        text_config={
+            "model_type": "bart",
+            "vocab_size": len(tokenizer),
+            "d_model": 32,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "decoder_ffn_dim": 64,
+            "max_position_embeddings": 1024,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "decoder_start_token_id": tokenizer.eos_token_id,
+            "forced_eos_token_id": tokenizer.eos_token_id,
+        },
+        image_token_id=tokenizer.image_token_id,
+        # Untied output embeddings: with tied ones a random decoder mostly predicts its own input token, and
+        # since decoding starts from EOS the tiny model would stop at once.
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = Florence2ForConditionalGeneration(config).eval()
+    # Real Florence-2 output is mostly <loc_i> runs after short phrases. Scaling the <loc_i> rows of the random
+    # output layer by 1.1 makes the tiny model's generations contain such runs too, so region parsing is
+    # exercised end to end (without it greedy output rarely holds four coordinates in a row).
+    first_loc = tokenizer.convert_tokens_to_ids("<loc_0>")
+    with torch.no_grad():
+        model.lm_head.weight[first_loc : first_loc + LOC_BINS] *= 1.1
+    _save(dest, model, processor)
+
+
+@tiny_builder("kosmos2")
+def build_tiny_kosmos2(dest: Path) -> None:
+    """Tiny random Kosmos-2 with a unigram XLM-R tokenizer; the processor adds the tag and 1024 patch-index
+    tokens, so the text vocabulary is read from the processor's tokenizer."""
+    import torch
+    from transformers import CLIPImageProcessor, Kosmos2Config, Kosmos2ForConditionalGeneration, Kosmos2Processor
+
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+    processor = Kosmos2Processor(image_processor=image_processor, tokenizer=_unigram_tokenizer())
+    tok = processor.tokenizer
+    config = Kosmos2Config(
+        text_config={
+            "vocab_size": len(tok),
+            "embed_dim": 32,
+            "layers": 1,
+            "ffn_dim": 64,
+            "attention_heads": 2,
+            "max_position_embeddings": 512,
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+            "tie_word_embeddings": False,  # tied, a random decoder mostly repeats its input token
+        },
+        vision_config=_tiny_vision(224, 14),
+        latent_query_num=64,  # = the processor's num_image_tokens
+    )
+    torch.manual_seed(0)
+    _save(Path(dest), Kosmos2ForConditionalGeneration(config).eval(), processor)

@@ -1,0 +1,169 @@
+"""The Ray backend: one Ray Data row = one work unit, one actor pool per stage.
+
+This is the only module that imports Ray. Stages with pending work become ``map_batches`` actor pools
+(``batch_size=1``: a batch is one unit, so Ray never splits a unit): each GPU stage its own pool with its
+fractional ``num_gpus`` and an explicit small ``num_cpus``, and each run of adjacent CPU stages one
+shared pool. Actors run the stage through the shared
+:class:`~grand_engine.runtime.executor.UnitRunner`, which writes the unit's table atomically; the row
+then carries the stage's record downstream. The driver commits manifest records as rows come out of
+the last operator, so the driver stays the only manifest writer.
+
+A worker process that dies (OOM kill, node loss) is restarted by Ray Data, which gives actor pools
+unlimited restarts and task retries by default; the unit then runs again on the new actor, and since
+every output name is deterministic the rerun overwrites rather than duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from grand_engine.config import ConfigError
+from grand_engine.io.store import OutputStore
+from grand_engine.runtime.executor import UnitRunner
+from grand_engine.runtime.inline import skipped_record
+from grand_engine.runtime.manifests import StageRecord
+from grand_engine.runtime.plan import Plan, Unit
+from grand_engine.runtime.stage import Stage
+
+
+def compute_kwargs(replicas: int) -> dict[str, Any]:
+    """The actor-pool argument of ``map_batches`` for the installed Ray.
+
+    Ray 2.9 replaced ``compute=ActorPoolStrategy`` with ``concurrency=``; Ray 2.51 reversed that.
+    """
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    major, minor = (int(x) for x in ray.__version__.split(".")[:2])
+    if (major, minor) >= (2, 51) or (major, minor) < (2, 9):
+        return {"compute": ActorPoolStrategy(size=replicas)}
+    return {"concurrency": replicas}
+
+
+class StageWorker:
+    """A Ray Data callable class running one segment of stages (one GPU stage, or adjacent CPU stages)."""
+
+    def __init__(self, store_uri: str, stages: dict[str, Stage], fingerprints: dict[str, str]) -> None:
+        self.stages = stages
+        self.fingerprints = fingerprints
+        self.runner = UnitRunner(OutputStore(store_uri), stages, fingerprints)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out_records = []
+        for unit_json, records_json in zip(batch["unit"], batch["records"], strict=True):
+            unit = Unit.from_json(json.loads(unit_json))
+            records = json.loads(records_json)
+            for name, stage in self.stages.items():
+                if name not in unit.todo:
+                    continue
+                failed = {r["stage"] for r in records if r["status"] != "done"}
+                bad = [req for req in stage.inputs() if req in failed]
+                if bad:
+                    record = skipped_record(name, unit, self.fingerprints[name], bad)
+                else:
+                    record = self.runner.run(name, unit)
+                records.append(asdict(record))
+            out_records.append(json.dumps(records))
+        return {"unit": batch["unit"], "records": np.array(out_records, dtype=object)}
+
+
+def segments(order: list[str], stages: dict[str, Stage]) -> list[list[str]]:
+    """Group stages into actor pools: each GPU stage alone, runs of adjacent CPU stages together.
+
+    Fusing CPU stages saves a worker process (and its imports) per stage and a hop per unit; a GPU
+    stage keeps its own pool so its fractional GPU share and batch size stay its own.
+    """
+    out: list[list[str]] = []
+    for name in order:
+        cpu = stages[name].resources.gpus == 0
+        if out and cpu and all(stages[s].resources.gpus == 0 for s in out[-1]):
+            out[-1].append(name)
+        else:
+            out.append([name])
+    return out
+
+
+def _init_ray(address: str | None) -> bool:
+    """Connect to ``address``/``RAY_ADDRESS`` or start a local Ray; return whether we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "logging_level": "WARNING"}
+    if address is None:
+        # A local cluster: make the driver's import path visible to workers (stages defined outside
+        # the installed package, e.g. in a user's plugin module next to the manifest).
+        path = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p and os.path.isdir(p))
+        kwargs.update(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    else:
+        kwargs["address"] = address
+    ray.init(**kwargs)
+    return address is None
+
+
+def _scaled_cpus(stages: dict[str, Stage], groups: list[list[str]], cluster_cpus: float) -> list[float]:
+    """Each pool's ``num_cpus``, scaled down when the pools would not fit the cluster together.
+
+    Every actor pool must be placed at once for the streaming pipeline to make progress; on a small
+    machine the manifest's CPU asks are treated as relative weights instead of failing to schedule.
+    """
+    asks = [max(stages[n].resources.cpus for n in g) for g in groups]
+    replicas = [max(stages[n].resources.replicas for n in g) for g in groups]
+    total = sum(a * r for a, r in zip(asks, replicas, strict=True))
+    budget = max(cluster_cpus - 0.5, 0.5)  # leave room for Ray Data's own tasks
+    factor = min(1.0, budget / total) if total else 1.0
+    return [max(0.01, round(a * factor, 3)) for a in asks]
+
+
+def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = None, progress: bool = True) -> None:
+    """Run every pending (stage, unit) on Ray; ``on_record`` gets each record on the driver."""
+    pending = plan.pending
+    if not pending:
+        return  # nothing to do: do not pay for starting Ray
+    import ray
+
+    started = _init_ray(address)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        pipeline = plan.pipeline
+        active = [n for n in pipeline.order if any(n in u.todo for u in pending)]
+        resources = ray.cluster_resources()
+        gpus_needed = {n: pipeline.stages[n].resources.gpus for n in active if pipeline.stages[n].resources.gpus > 0}
+        if gpus_needed and resources.get("GPU", 0) <= 0:
+            raise ConfigError(
+                f"stages {sorted(gpus_needed)} ask for GPUs but the Ray cluster has none; run on a GPU cluster or "
+                "override with --set STAGE.resources.gpus=0 (or use a CPU manifest such as `tiny`)"
+            )
+        groups = segments(active, pipeline.stages)
+        cpus = _scaled_cpus(pipeline.stages, groups, resources.get("CPU", 1.0))
+        items = [{"unit": json.dumps(u.to_json()), "records": "[]"} for u in pending]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        for group, num_cpus in zip(groups, cpus, strict=True):
+            members = {name: pipeline.stages[name] for name in group}
+            gpus = max(st.resources.gpus for st in members.values())
+            ds = ds.map_batches(
+                StageWorker,
+                batch_size=1,
+                fn_constructor_kwargs={
+                    "store_uri": store.uri,
+                    "stages": members,
+                    "fingerprints": pipeline.fingerprints,
+                },
+                num_cpus=num_cpus,
+                num_gpus=gpus or None,
+                **compute_kwargs(max(st.resources.replicas for st in members.values())),
+            )
+        for row in ds.iter_rows():
+            for rec in json.loads(row["records"]):
+                on_record(StageRecord.from_dict(rec))
+    finally:
+        if started:
+            ray.shutdown()

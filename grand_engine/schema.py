@@ -1,0 +1,94 @@
+"""Arrow types shared by every table.
+
+Conventions (one for the whole project):
+
+* Boxes are absolute pixel ``[x1, y1, x2, y2]`` float32 in the displayed image orientation.
+* Masks are COCO compressed RLE ``{size: [H, W], counts: str}`` (pycocotools), never dense arrays.
+* Every stage table starts with ``image_id`` (string) and has one row per processed image.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+BOX = pa.list_(pa.float32(), 4)
+"""A box ``[x1, y1, x2, y2]`` in absolute pixels."""
+
+RLE = pa.struct([("size", pa.list_(pa.int32(), 2)), ("counts", pa.string())])
+"""A COCO compressed RLE mask."""
+
+IMAGE_ID = pa.field("image_id", pa.string(), nullable=False)
+
+
+def table_schema(*fields: pa.Field | tuple[str, pa.DataType], version: str = "1") -> pa.Schema:
+    """A stage schema: ``image_id`` first, then ``fields``; the schema version goes into the metadata."""
+    out = [IMAGE_ID]
+    for f in fields:
+        out.append(f if isinstance(f, pa.Field) else pa.field(f[0], f[1]))
+    return pa.schema(out, metadata={b"grand_engine.schema_version": version.encode()})
+
+
+DETECTIONS_FIELDS = (
+    ("boxes", pa.list_(BOX)),
+    ("scores", pa.list_(pa.float32())),
+    ("labels", pa.list_(pa.string())),
+)
+"""Columns of every detector side table (one list entry per box)."""
+
+IMAGES_SCHEMA = table_schema(
+    ("file_name", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("format", pa.string()),
+    ("orientation", pa.int16()),  # EXIF orientation tag (1 = as stored); width/height are post-rotation
+    ("source", pa.string()),  # tar path or image file path
+    ("offset", pa.int64()),  # byte offset of the image data inside `source` (0 for plain files)
+    ("size", pa.int64()),  # byte length of the image data
+    ("ann_source", pa.string()),  # SA-1B JSON locator (null when the image has none)
+    ("ann_offset", pa.int64()),
+    ("ann_size", pa.int64()),
+)
+"""The ``images`` root table: one row per readable image of a unit, with where to read it from."""
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("unit_id", pa.string(), nullable=False),
+        pa.field("error_type", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+    ]
+)
+"""``OUT/_errors/<stage>/<shard>/<unit>.parquet``: one row per image a stage could not process."""
+
+OBJECT = pa.struct(
+    [
+        ("id", pa.int32()),
+        ("bbox", BOX),
+        ("labels", pa.list_(pa.string())),  # normalised candidate names (underscores -> spaces)
+        ("qualifiers", pa.list_(pa.string())),  # LVIS parenthetical qualifier per label ("" when none)
+        ("label", pa.string()),  # the single chosen label (level 2 on), else null
+        ("score", pa.float32()),  # null for objects created from caption grounding
+        ("sources", pa.list_(pa.string())),  # detector slots that voted for this object
+        ("attributes", pa.list_(pa.string())),  # region descriptions
+        ("depth", pa.float32()),  # median relative inverse depth (bigger = nearer), level 2 on
+        ("depth_note", pa.string()),  # why depth is null, or which region it came from
+        ("segmentation", RLE),  # level 3 on
+        ("segmentation_source", pa.string()),  # sa1b | detector | sam
+    ]
+)
+"""An object or floating object of the GranD annotation (fields filled as levels progress)."""
+
+FLOATING_ATTRIBUTE = pa.struct([("bbox", BOX), ("score", pa.float32()), ("attributes", pa.list_(pa.string()))])
+"""A region caption that no detector box agreed with (GranD's ``floating_attributes``)."""
+
+LANDMARK = pa.struct([("category", pa.string()), ("fine_category", pa.string())])
+
+AFFORDANCE = pa.struct(
+    [
+        ("category", pa.string()),
+        ("description", pa.string()),
+        ("object_ids", pa.list_(pa.int32())),
+        ("labels", pa.list_(pa.string())),
+    ]
+)
