@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint tiny bench clean
+.PHONY: setup browser demo test lint tiny bench clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,13 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/grand-engine demo --out demo_out
 
-test: setup
+# The explorer test drives Debian's headless Chromium; installed here when running as root (CI), else skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } \
+	  || echo "chromium is not installed: the explorer's browser test will be skipped"
+
+test: setup browser
 	$(BIN)/ruff check grand_engine tests benchmarks
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

@@ -7,8 +7,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from grand_engine.config import ConfigError, load_manifest
+from grand_engine.config import ConfigError, PipelineManifest, load_manifest
+from grand_engine.explore.cli import add_show_parser, cmd_show
+from grand_engine.grandf.cli import add_export_parser, cmd_export
+
+if TYPE_CHECKING:
+    from grand_engine.io.store import OutputStore
 
 EXAMPLES = """\
 examples:
@@ -54,6 +60,11 @@ def _add_run_options(p: argparse.ArgumentParser, rerun: bool = False) -> None:
     p.add_argument("--max-units", type=int, default=None, help="process at most N units (trial runs)")
     p.add_argument("--backend", choices=["ray", "inline"], default="ray", help="ray (default) or inline (one process)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument(
+        "--force-unlock",
+        action="store_true",
+        help="take over the output's lock even if another driver seems to hold it (only when that driver is gone)",
+    )
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
 
 
@@ -102,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_check = msub.add_parser("check", help="resolve every checkpoint of a manifest without loading weights")
     p_check.add_argument("--manifest", default="tiny")
     p_check.add_argument("--var", dest="variables", action="append", default=[], metavar="NAME=VALUE")
+    add_export_parser(sub)
+    add_show_parser(sub)
     return parser
 
 
@@ -128,13 +141,35 @@ def _execute(
     rerun_stage: str | None = None,
 ) -> int:
     from grand_engine.io.store import OutputStore
-    from grand_engine.runtime.pipeline import build_pipeline, parse_levels
-    from grand_engine.runtime.plan import make_plan
-    from grand_engine.runtime.run import check_unit_size, execute, invalidate_stage
+    from grand_engine.runtime.lock import output_lock
 
     manifest = load_manifest(manifest_ref, overrides=overrides, variables=variables)
     store = OutputStore(out)
     store.check_writable()
+    # One driver per output: held from planning (and rerun's invalidation) to the last commit.
+    with output_lock(store, force=getattr(args, "force_unlock", False)):
+        return _plan_and_execute(
+            args, manifest, manifest_ref, store, shards, overrides, variables, levels, stages, unit_size, rerun_stage
+        )
+
+
+def _plan_and_execute(
+    args: argparse.Namespace,
+    manifest: PipelineManifest,
+    manifest_ref: str,
+    store: OutputStore,
+    shards: list[str],
+    overrides: list[str],
+    variables: dict[str, str],
+    levels: str | None,
+    stages: str | None,
+    unit_size: int | None,
+    rerun_stage: str | None,
+) -> int:
+    from grand_engine.runtime.pipeline import build_pipeline, parse_levels
+    from grand_engine.runtime.plan import make_plan
+    from grand_engine.runtime.run import check_unit_size, execute, invalidate_stage
+
     size = unit_size or manifest.unit_size
     check_unit_size(store, size)
     pipeline = build_pipeline(
@@ -177,6 +212,12 @@ def _check_models(pipeline) -> None:
     missing = []
     for name, stage in pipeline.stages.items():
         for slot, spec in stage.models.items():
+            if spec.trust_remote_code:
+                print(
+                    f"WARNING: {name}.{slot} ({spec.id}) sets trust_remote_code: the checkpoint's own Python code will "
+                    f"run in every worker{'' if spec.revision else ' (no revision pinned: the code can change under you)'}",
+                    file=sys.stderr,
+                )
             result = check_checkpoint(spec)
             if not result.found:
                 missing.append(f"  {name}.{slot}: {spec.id} — {result.message}")
@@ -322,15 +363,19 @@ COMMANDS = {
     "errors": cmd_errors,
     "demo": cmd_demo,
     "models": cmd_models,
+    "export": cmd_export,
+    "show": cmd_show,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    from grand_engine.runtime.lock import LockLostError, OutputLockedError
+
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, OSError, OutputLockedError, LockLostError) as exc:
         print(f"grand-engine: error: {exc}", file=sys.stderr)
         return 2
 

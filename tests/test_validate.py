@@ -201,3 +201,43 @@ def test_register_check_extends_later_levels(monkeypatch):
     assert validate_annotation(row, 3) == []
     assert validate_annotation(row, 4) == ["additional_context is empty"]
     assert (4, "has_context") in validate.registered_checks()
+
+
+# -- checks added with levels 3 and 4 -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "level", "expected"),
+    [
+        (lambda r: r["dense_caption"]["details"][0].update(match="fuzzy"), 2, "match 'fuzzy' is not one of"),
+        (lambda r: r["dense_caption"]["details"][0].update(ids=[], bbox=None), 2, "grounded to no id"),
+        (lambda r: r["objects"][0].update(segmentation_source="HQ_SAM"), 3, "segmentation_source 'HQ_SAM'"),
+        (
+            lambda r: r["floating_objects"][0].update(segmentation_source="sam"),
+            3,
+            "segmentation_source is 'sam' but it has no mask",
+        ),
+        (
+            lambda r: r["short_captions"][0]["details"][0].update(tokens_positive=None),
+            3,
+            "tokens_positive is null",
+        ),
+        (lambda r: r.update(additional_context=None), 4, "additional_context is None"),
+        (lambda r: r.update(additional_context="  "), 4, "additional_context is '  '"),
+    ],
+)
+def test_level34_checks_catch_breakage(mutate, level, expected):
+    problems = _broken(mutate, level, valid_level3_row)
+    assert any(expected in p for p in problems), problems
+    assert _broken(mutate, level - 1, valid_level3_row) == []  # each is new at its level
+
+
+def test_level34_checks_accept_good_values():
+    row = valid_level3_row()
+    row["objects"][0]["segmentation_source"] = "sa1b"
+    row["objects"][1]["segmentation_source"] = "detector"
+    row["dense_caption"]["details"][0]["match"] = "noun"
+    row["additional_context"] = "Dogs have lived beside people for thousands of years."
+    assert validate_annotation(row, 4) == []
+    assert validate.MATCH_KINDS == ("exact", "lemma", "embedding", "noun")
+    assert validate.SEGMENTATION_SOURCES == ("sa1b", "detector", "sam")

@@ -10,7 +10,8 @@ Bad members are normal input. They become :class:`Member` entries with ``error_t
 
 ``MissingAnnotation``  image without its ``.json`` (tar shards only; in a folder the JSON is optional)
 ``MissingImage``       ``.json`` without its image (tar shards only; stray JSON in a folder is ignored)
-``UnsafeMemberName``   absolute name or a ``..`` component
+``UnsafeMemberName``   absolute name, a ``..`` component, a name longer than 4096 characters, or a
+                       long-name/pax header block over 1 MiB (skipped unread, see below)
 ``DuplicateMember``    second and later image (or JSON) with an already seen id
 ``NotARegularFile``    symlink, hard link, device or sparse member with an image/JSON name (never followed)
 ``TruncatedShard``     member data past the end of the file, or a header cut off at the end
@@ -18,6 +19,12 @@ Bad members are normal input. They become :class:`Member` entries with ``error_t
 ``UnreadableShard``    the file is empty or not an (uncompressed) tar at all
 
 Unrelated members (README, ``.txt``, directories, other extensions) are ignored silently.
+
+Hostile headers cannot make indexing expensive: :mod:`tarfile` reads a GNU long-name/long-link or pax
+header block whole into memory, so before each member the chain of such blocks is measured from the raw
+header bytes, and a member whose block declares more than :data:`MAX_META_HEADER_BYTES` is skipped
+without reading the block (an ``UnsafeMemberName`` entry with id ``<shard>@<byte offset>``); scanning
+goes on after it. Names that are merely long (up to that limit) are clipped in ids and messages.
 """
 
 from __future__ import annotations
@@ -44,6 +51,11 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+MAX_META_HEADER_BYTES = 1 << 20
+"""Largest GNU long-name/long-link or pax header block that is read (1 MiB; SA-1B names are ~15 bytes)."""
+MAX_NAME_CHARS = 4096
+"""Longest accepted member name (Linux ``PATH_MAX``); longer names become ``UnsafeMemberName`` entries."""
+_META_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, b"X")
 ANNOTATION_EXTENSIONS = (".json",)
 _COMPRESSED_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
@@ -257,10 +269,20 @@ def _index_tar(path: Path) -> ShardIndex:
                     )
                 )
                 return index
-        f.seek(0)
+        start, skipped = _skip_hostile_headers(f, path, 0, stat.st_size)
+        f.seek(start)
         try:
+            if start >= stat.st_size and skipped:
+                raise tarfile.ReadError("nothing after the skipped members")
             tf = tarfile.open(fileobj=f, mode="r:")
         except tarfile.ReadError as exc:
+            if skipped:
+                index.members.extend(skipped)
+                if start > stat.st_size:
+                    index.members.append(
+                        _shard_error(shard, start, "TruncatedShard", f"{path}: the file ends inside a skipped member")
+                    )
+                return index
             if stat.st_size == 0:
                 msg = f"{path}: empty file (0 bytes), not a tar"
             else:
@@ -270,6 +292,14 @@ def _index_tar(path: Path) -> ShardIndex:
         stopped_at: int | None = None
         while True:
             header_offset = tf.offset
+            if tf.firstmember is None:  # the next call reads a header: measure its meta blocks first
+                tf.offset, more = _skip_hostile_headers(f, path, tf.offset, stat.st_size)
+                skipped.extend(more)
+                if more and tf.offset > stat.st_size:
+                    tail = _shard_error(
+                        shard, header_offset, "TruncatedShard", f"{path}: the file ends inside a skipped member"
+                    )
+                    break
             try:
                 info = tf.next()
             except (tarfile.TarError, UnicodeDecodeError, ValueError, OverflowError) as exc:
@@ -301,10 +331,60 @@ def _index_tar(path: Path) -> ShardIndex:
             tf.members.clear()  # keep memory flat on 10k-member shards
         if tail is None and stopped_at is not None:
             tail = _check_tail(f, path, shard, stopped_at, stat.st_size)
-    index.members = _pair(entries, shard=shard, strict=True, tail=tail)
+    index.members = _pair(entries, shard=shard, strict=True, tail=tail) + skipped
     if tail is not None:
         index.members.append(tail)
     return index
+
+
+def _blocks(size: int) -> int:
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def _skip_hostile_headers(f: BinaryIO, path: Path, offset: int, file_size: int) -> tuple[int, list[Member]]:
+    """Skip, unread, each member at ``offset`` whose long-name/pax blocks exceed :data:`MAX_META_HEADER_BYTES`.
+
+    Returns the offset of the first member that may be handed to :mod:`tarfile` and an error entry per
+    skipped member. Headers that do not parse are left to :mod:`tarfile`, which reports them.
+    """
+    skipped: list[Member] = []
+    while True:
+        pos, biggest = offset, 0
+        for _ in range(64):  # a chain of meta blocks (pax, long name, long link) is short
+            f.seek(pos)
+            buf = f.read(tarfile.BLOCKSIZE)
+            if len(buf) < tarfile.BLOCKSIZE or buf.count(0) == tarfile.BLOCKSIZE:
+                return offset, skipped
+            try:
+                size = tarfile.nti(buf[124:136])
+            except (tarfile.HeaderError, ValueError):
+                return offset, skipped
+            if size < 0:
+                return offset, skipped
+            if buf[156:157] not in _META_TYPES:
+                break
+            biggest = max(biggest, size)
+            pos += tarfile.BLOCKSIZE + _blocks(size)
+            if pos >= file_size:
+                break
+        else:
+            return offset, skipped
+        if biggest <= MAX_META_HEADER_BYTES:
+            return offset, skipped
+        if pos < file_size:
+            pos += tarfile.BLOCKSIZE + _blocks(size)  # the member's own header and data
+        skipped.append(
+            _shard_error(
+                path.stem,
+                offset,
+                "UnsafeMemberName",
+                f"{path}: the member at byte {offset} declares a {biggest}-byte long-name or pax header block "
+                f"(more than {MAX_META_HEADER_BYTES} bytes); it is skipped unread",
+            )
+        )
+        offset = pos
+        if offset >= file_size:
+            return offset, skipped
 
 
 def _entry_for(path: Path, info: tarfile.TarInfo, file_size: int) -> _Entry | None:
@@ -313,6 +393,15 @@ def _entry_for(path: Path, info: tarfile.TarInfo, file_size: int) -> _Entry | No
     if split is None or info.isdir():
         return None
     base, stem, kind = split
+    if len(name) > MAX_NAME_CHARS:
+        key = f"{path.stem}@{info.offset}"
+        message = (
+            f"{path}: the member at byte {info.offset} has a name of {len(name)} characters "
+            f"(more than {MAX_NAME_CHARS}), starting {name[:80]!r}"
+        )
+        return _Entry(
+            f"{key}.{base.rpartition('.')[2][:16]}", base[:255], key, kind, None, ("UnsafeMemberName", message)
+        )
     if _is_unsafe(name):
         return _Entry(
             name, base, stem, kind, None, ("UnsafeMemberName", f"{path}: member {info.name!r} has an unsafe name")

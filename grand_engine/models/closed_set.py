@@ -46,8 +46,8 @@ class ClosedSetDetector(Adapter):
                 inputs = self.processor(images=list(part), return_tensors="pt").to(self.device)
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
                 outputs = self.model(**inputs)
-                outputs.logits = outputs.logits.float()
-                outputs.pred_boxes = outputs.pred_boxes.float()
+                outputs.logits = outputs.logits.float().cpu()
+                outputs.pred_boxes = outputs.pred_boxes.float().cpu()
                 sizes = [im.shape[:2] for im in part]
                 # keep everything here and apply ``score >= threshold`` below (processors differ on > / >=)
                 results = self.processor.post_process_object_detection(outputs, threshold=-1.0, target_sizes=sizes)

@@ -80,7 +80,9 @@ class DepthAdapter(Adapter):
                     for row, i in enumerate(part):
                         height, width = images[i].shape[:2]
                         h, w, scale = depth_size(height, width, long_side)
-                        resized = F.interpolate(pred[row][None, None], size=(h, w), mode="bicubic", align_corners=False)
+                        resized = F.interpolate(
+                            pred[row][None, None], size=(h, w), mode="bicubic", align_corners=False
+                        )
                         depth = resized[0, 0].cpu().numpy().astype(np.float32)
                         out[i] = DepthMap(depth=depth, scale=scale, image_size=(height, width))
         return out  # type: ignore[return-value]

@@ -40,6 +40,9 @@ from grand_engine.models.imaging import (
     seeded,
 )
 
+CACHE_LIMIT = 50_000
+"""Entries kept in a per-adapter text cache before it is emptied (tags repeat; whole tag lists rarely do)."""
+
 
 class OpenVocabDetector(Adapter):
     """Shared API of the open-vocabulary families."""
@@ -121,6 +124,9 @@ class OwlDetector(OpenVocabDetector):
         import torch
 
         missing = [q for q in dict.fromkeys(queries) if q not in self._text_cache]
+        if len(self._text_cache) + len(missing) > CACHE_LIMIT:
+            self._text_cache.clear()  # bounded memory; the fixed vocabulary is kept separately
+            missing = list(dict.fromkeys(queries))
         with torch.inference_mode():
             for _, part in chunks(missing, self.text_batch_size):
                 tokens = self.processor.tokenizer(
@@ -291,7 +297,7 @@ class GroundingDinoDetector(OpenVocabDetector):
         self.model = place(model, self.device, self.dtype)
         self.batch_size = int(self.spec.options.get("batch_size", self.batch_size))
         self.max_text_len = int(self.model.config.max_text_len)
-        self._chunk_cache: dict[tuple[str, ...], list[PromptChunk]] = {}
+        self._chunk_cache: dict[tuple[int | str, ...], list[PromptChunk]] = {}
         self.vocabulary = []
         self._vocab_chunks: list[PromptChunk] | None = None
 
@@ -300,9 +306,11 @@ class GroundingDinoDetector(OpenVocabDetector):
         return self.processor.tokenizer
 
     def prompt_chunks(self, labels: Sequence[str]) -> list[PromptChunk]:
-        key = tuple(labels)
+        key = (self.max_text_len, *labels)
         if key not in self._chunk_cache:
-            self._chunk_cache[key] = build_prompt_chunks(self.tokenizer, key, self.max_text_len)
+            if len(self._chunk_cache) >= CACHE_LIMIT:
+                self._chunk_cache.clear()  # per-image tag lists are mostly unique: keep memory bounded
+            self._chunk_cache[key] = build_prompt_chunks(self.tokenizer, labels, self.max_text_len)
         return self._chunk_cache[key]
 
     def set_vocabulary(self, names: Sequence[str]) -> None:
@@ -311,6 +319,12 @@ class GroundingDinoDetector(OpenVocabDetector):
 
     def _forward(self, images: Sequence[np.ndarray], texts: Sequence[str]):
         """Sigmoid token scores ``(B, Q, T)`` and normalised ``cxcywh`` boxes ``(B, Q, 4)``."""
+        import torch
+
+        with torch.inference_mode():
+            return self._forward_inner(images, texts)
+
+    def _forward_inner(self, images: Sequence[np.ndarray], texts: Sequence[str]):
         inputs = self.processor(
             images=list(images),
             text=list(texts),

@@ -76,7 +76,16 @@ def build_one(name: str, dest: Path, force: bool = False) -> BuildReport:
 def build_all(dest: Path, names: list[str] | None = None, force: bool = False) -> list[BuildReport]:
     """Build every registered tiny checkpoint (or only ``names``) into ``dest``; see :func:`build_one`."""
     wanted = sorted(tiny_builders()) if names is None else list(names)
+    if any(not is_complete(Path(dest) / name) or force for name in wanted):
+        _quiet_transformers()
     return [build_one(name, dest, force=force) for name in wanted]
+
+
+def _quiet_transformers() -> None:
+    """Builders save many small checkpoints; the library's per-save progress bars are only noise here."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def tiny_path(name: str, root: Path | None = None) -> Path:

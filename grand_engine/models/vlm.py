@@ -38,6 +38,7 @@ DENSE_REGION_CAPTION = "<DENSE_REGION_CAPTION>"
 REGION_TO_DESCRIPTION = "<REGION_TO_DESCRIPTION>"
 PHRASE_GROUNDING = "<CAPTION_TO_PHRASE_GROUNDING>"
 KOSMOS_GROUNDING_PROMPT = "<grounding>An image of"
+PADDING_SENSITIVE = frozenset({"kosmos-2"})  # model types that must not be batched with left padding
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,11 @@ def box_to_loc_bins(box: Sequence[float], image_size: tuple[int, int]) -> tuple[
     """Quantise an xyxy pixel box of an image of ``image_size = (width, height)`` into Florence-2 bins."""
     width, height = image_size
     x1, y1, x2, y2 = (float(v) for v in box)
-    scale = (LOC_BINS / width, LOC_BINS / height, LOC_BINS / width, LOC_BINS / height)
-    return tuple(min(max(math.floor(v * s), 0), LOC_BINS - 1) for v, s in zip((x1, y1, x2, y2), scale, strict=True))  # type: ignore[return-value]
+
+    def quantise(v: float, size: int) -> int:
+        return min(max(math.floor(v * LOC_BINS / size), 0), LOC_BINS - 1)
+
+    return quantise(x1, width), quantise(y1, height), quantise(x2, width), quantise(y2, height)
 
 
 def box_to_loc_tokens(box: Sequence[float], image_size: tuple[int, int]) -> str:
@@ -198,21 +202,33 @@ class VLM(Adapter):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         seeds = per_item_seeds(seed, len(pil))
-        out_texts: list[str] = []
-        reasons: list[str] = []
-        for start in range(0, len(pil), self.max_batch_size):
-            stop = start + self.max_batch_size
+        rendered = [self._prompt(p) for p in texts]
+        out_texts: list[str] = [""] * len(pil)
+        reasons: list[str] = [""] * len(pil)
+        for group in self._batches(rendered):
             t, r = self._generate_batch(
-                pil[start:stop],
-                [self._prompt(p) for p in texts[start:stop]],
+                [pil[i] for i in group],
+                [rendered[i] for i in group],
                 max_new_tokens,
                 temperature if do_sample else 0.0,
                 top_p,
-                seeds[start:stop],
+                [seeds[i] for i in group],
             )
-            out_texts.extend(t)
-            reasons.extend(r)
+            for i, text, reason in zip(group, t, r, strict=True):
+                out_texts[i], reasons[i] = text, reason
         return out_texts, reasons
+
+    def _batches(self, prompts: list[str]) -> list[list[int]]:
+        """Index batches of at most ``max_batch_size``. Models whose decoding positions ignore left padding
+        (Kosmos-2 counts cached positions, pads included) only batch identical prompts, which need no padding."""
+        if self.model_type in PADDING_SENSITIVE:
+            groups: dict[str, list[int]] = {}
+            for i, p in enumerate(prompts):
+                groups.setdefault(p, []).append(i)
+            ordered = list(groups.values())
+        else:
+            ordered = [list(range(len(prompts)))]
+        return [g[k : k + self.max_batch_size] for g in ordered for k in range(0, len(g), self.max_batch_size)]
 
     def _generate_batch(
         self,
@@ -287,7 +303,8 @@ class VLM(Adapter):
         return [self.parse_florence(t, REGION_TO_DESCRIPTION, pil.size) for t in texts]
 
     def phrase_grounding(self, image: Any, caption: str, *, max_new_tokens: int = 256) -> list[RegionText]:
-        """Florence-2 ``<CAPTION_TO_PHRASE_GROUNDING>``: phrases of ``caption`` with their boxes (one entry per box)."""
+        """Florence-2 ``<CAPTION_TO_PHRASE_GROUNDING>``: the phrases of ``caption`` with their boxes, one entry
+        per box."""
         self._require_florence("phrase_grounding")
         pil = to_pil(image)
         texts, _ = self._run([pil], PHRASE_GROUNDING + caption, max_new_tokens)

@@ -21,6 +21,7 @@ import grand_engine
 from grand_engine.io.images import decode_image
 from grand_engine.io.sa1b import Locator, read_locator
 from grand_engine.io.store import OutputStore
+from grand_engine.runtime.faults import fault_point
 from grand_engine.runtime.manifests import StageRecord, data_path, errors_path, host_name, now_iso
 from grand_engine.runtime.pipeline import ROOT_STAGE
 from grand_engine.runtime.plan import Unit, unit_fingerprint
@@ -133,7 +134,9 @@ class UnitRunner:
             try:
                 self._ensure_setup(name)
                 unit_input = self.build_input(name, unit)
+                fault_point("executor.before_process")
                 result = stage.process(unit_input)
+                fault_point("executor.after_process")
                 table, errors = self.check_result(stage, unit_input, result)
                 self._write(name, unit.unit_id, table, errors, record)
                 record.status = "done"
@@ -194,6 +197,7 @@ class UnitRunner:
         else:
             self.store.delete(errors_path(name, unit_id))
         record.bytes = self.store.write_table(data_path(name, unit_id), table)
+        fault_point("executor.after_table_write")
         record.output = data_path(name, unit_id)
         if self._cache_unit == unit_id:
             self._cache[name] = table

@@ -1,7 +1,8 @@
 """A resolved pipeline: configured stage instances in topological order, with their fingerprints.
 
 A stage's fingerprint hashes its name, code version, parameters, models (id, revision, dtype, backend,
-options and, for local checkpoints, a digest of the files) and the fingerprints of its inputs. Changing
+options and, for local checkpoints, a digest of the files), the contents of the prompt files it reads and
+the fingerprints of its inputs. Changing
 a threshold or a model therefore changes the fingerprint of that stage and of everything downstream,
 and nothing else.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from grand_engine.config import ConfigError, ModelSpec, PipelineManifest
+from grand_engine.resources import resource_dir
 from grand_engine.runtime.stage import Stage, get_stage_class, topological_order
 
 ROOT_STAGE = "images"
@@ -143,8 +145,11 @@ def build_pipeline(
             cls = get_stage_class(name)
         except KeyError as exc:
             raise ConfigError(f"manifest {manifest.name!r}: {exc.args[0]}") from None
+        params = dict(spec.params)
+        if "seed" in cls.param_names() and "seed" not in params:
+            params["seed"] = manifest.seed  # one seed for the run (recorded in run.json) unless a stage sets its own
         try:
-            configured[name] = cls.configure(spec.params, dict(spec.models), spec.resources.overrides())
+            configured[name] = cls.configure(params, dict(spec.models), spec.resources.overrides())
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"manifest {manifest.name!r}, stage {name!r}: {exc}") from None
     if ROOT_STAGE not in configured:
@@ -200,6 +205,7 @@ def compute_fingerprints(stages: dict[str, Stage]) -> dict[str, str]:
             "version": stage.version,
             "params": _jsonable(stage.params()),
             "models": {slot: _model_identity(spec) for slot, spec in sorted(stage.models.items())},
+            "prompts": {f: _file_digest(resource_dir("prompts") / f) for f in stage.prompt_files()},
             "inputs": {req: fps[req] for req in stage.inputs()},
         }
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

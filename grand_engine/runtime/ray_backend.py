@@ -2,10 +2,11 @@
 
 This is the only module that imports Ray. Stages with pending work become ``map_batches`` actor pools
 (``batch_size=1``: a batch is one unit, so Ray never splits a unit): each GPU stage its own pool with its
-fractional ``num_gpus`` and an explicit small ``num_cpus``, and each run of adjacent CPU stages one
-shared pool. Actors run the stage through the shared
-:class:`~grand_engine.runtime.executor.UnitRunner`, which writes the unit's table atomically; the row
-then carries the stage's record downstream. The driver commits manifest records as rows come out of
+fractional ``num_gpus`` and an explicit small ``num_cpus``, each stage asking for custom resources its
+own pool placed on the nodes that have them, and each run of adjacent plain CPU stages one shared pool.
+Actors run the stage through the shared :class:`~grand_engine.runtime.executor.UnitRunner`, which
+writes the unit's table atomically; the row then carries the stage's record (which names the Ray node
+that ran it, ``host/<node id prefix>``) downstream. The driver commits manifest records as rows come out of
 the last operator, so the driver stays the only manifest writer.
 
 A worker process that dies (OOM kill, node loss) is restarted by Ray Data, which gives actor pools
@@ -27,9 +28,12 @@ from grand_engine.config import ConfigError
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.executor import UnitRunner
 from grand_engine.runtime.inline import skipped_record
-from grand_engine.runtime.manifests import StageRecord
+from grand_engine.runtime.manifests import StageRecord, host_name
 from grand_engine.runtime.plan import Plan, Unit
 from grand_engine.runtime.stage import Stage
+
+NODE_ID_CHARS = 12
+"""How much of the Ray node id a record's ``host`` carries (``host/<prefix>``)."""
 
 
 def compute_kwargs(replicas: int) -> dict[str, Any]:
@@ -53,6 +57,11 @@ class StageWorker:
         self.stages = stages
         self.fingerprints = fingerprints
         self.runner = UnitRunner(OutputStore(store_uri), stages, fingerprints)
+        import ray
+
+        # Which node ran each (stage, unit): host name plus the Ray node id's prefix (several Ray nodes
+        # may share a host, as in tests), recorded in the manifest record.
+        self.host = f"{host_name()}/{ray.get_runtime_context().get_node_id()[:NODE_ID_CHARS]}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out_records = []
@@ -68,25 +77,62 @@ class StageWorker:
                     record = skipped_record(name, unit, self.fingerprints[name], bad)
                 else:
                     record = self.runner.run(name, unit)
+                    record.host = self.host
                 records.append(asdict(record))
             out_records.append(json.dumps(records))
         return {"unit": batch["unit"], "records": np.array(out_records, dtype=object)}
 
 
+def _plain_cpu(stage: Stage) -> bool:
+    return stage.resources.gpus == 0 and not stage.resources.custom
+
+
 def segments(order: list[str], stages: dict[str, Stage]) -> list[list[str]]:
-    """Group stages into actor pools: each GPU stage alone, runs of adjacent CPU stages together.
+    """Group stages into actor pools: each GPU or custom-resource stage alone, runs of adjacent plain
+    CPU stages together.
 
     Fusing CPU stages saves a worker process (and its imports) per stage and a hop per unit; a GPU
-    stage keeps its own pool so its fractional GPU share and batch size stay its own.
+    stage keeps its own pool so its fractional GPU share and batch size stay its own, and a stage that
+    asks for a custom resource keeps its own so that only it is pinned to the nodes that have it.
     """
     out: list[list[str]] = []
     for name in order:
-        cpu = stages[name].resources.gpus == 0
-        if out and cpu and all(stages[s].resources.gpus == 0 for s in out[-1]):
+        cpu = _plain_cpu(stages[name])
+        if out and cpu and all(_plain_cpu(stages[s]) for s in out[-1]):
             out[-1].append(name)
         else:
             out.append([name])
     return out
+
+
+def custom_resources(members: dict[str, Stage]) -> dict[str, float]:
+    """The custom resources one actor of a pool asks for: the largest ask of each name among its members."""
+    out: dict[str, float] = {}
+    for stage in members.values():
+        for key, amount in stage.resources.custom.items():
+            out[key] = max(out.get(key, 0.0), amount)
+    return out
+
+
+_BUILTIN = {"CPU", "GPU", "memory", "object_store_memory"}
+
+
+def check_custom_resources(stages: dict[str, Stage], cluster: dict[str, float]) -> None:
+    """Fail before any work when a stage asks for a custom resource that no node of the cluster has
+    (its actors could never be placed and the run would wait forever)."""
+    missing: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        for key, amount in stage.resources.custom.items():
+            if cluster.get(key, 0.0) < amount:
+                missing.setdefault(key, []).append(name)
+    if missing:
+        parts = [f"{key!r} (asked by {sorted(names)})" for key, names in sorted(missing.items())]
+        raise ConfigError(
+            f"custom resource(s) {', '.join(parts)} not available on the Ray cluster "
+            f"(its custom resources: {dict(sorted((k, v) for k, v in cluster.items() if k not in _BUILTIN and ':' not in k))}); "
+            "start a node with e.g. `ray start --address HEAD:6379 --resources '{\"NAME\": 1}'`, or drop the ask "
+            "with --set STAGE.resources.custom.NAME=0"
+        )
 
 
 def _init_ray(address: str | None) -> bool:
@@ -142,6 +188,7 @@ def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = Non
                 f"stages {sorted(gpus_needed)} ask for GPUs but the Ray cluster has none; run on a GPU cluster or "
                 "override with --set STAGE.resources.gpus=0 (or use a CPU manifest such as `tiny`)"
             )
+        check_custom_resources({n: pipeline.stages[n] for n in active}, resources)
         groups = segments(active, pipeline.stages)
         cpus = _scaled_cpus(pipeline.stages, groups, resources.get("CPU", 1.0))
         items = [{"unit": json.dumps(u.to_json()), "records": "[]"} for u in pending]
@@ -149,6 +196,7 @@ def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = Non
         for group, num_cpus in zip(groups, cpus, strict=True):
             members = {name: pipeline.stages[name] for name in group}
             gpus = max(st.resources.gpus for st in members.values())
+            custom = custom_resources(members)
             ds = ds.map_batches(
                 StageWorker,
                 batch_size=1,
@@ -159,6 +207,7 @@ def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = Non
                 },
                 num_cpus=num_cpus,
                 num_gpus=gpus or None,
+                **({"resources": custom} if custom else {}),
                 **compute_kwargs(max(st.resources.replicas for st in members.values())),
             )
         for row in ds.iter_rows():

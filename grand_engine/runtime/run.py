@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grand_engine.config import ConfigError, PipelineManifest
-from grand_engine.io.store import OutputStore
+from grand_engine.io.store import OutputStore, StoreError
+from grand_engine.runtime.faults import fault_point
+from grand_engine.runtime.lock import OutputLock, output_lock
 from grand_engine.runtime.manifests import (
     StageRecord,
     commit_record,
@@ -102,10 +104,28 @@ def execute(
     address: str | None = None,
     progress: bool = True,
     extra_run_info: dict[str, Any] | None = None,
+    force_unlock: bool = False,
 ) -> RunSummary:
-    """Run a plan and commit each (stage, unit) record; return the summary."""
+    """Run a plan and commit each (stage, unit) record; return the summary.
+
+    The output's lock (:mod:`grand_engine.runtime.lock`) is held throughout: a second driver on the same
+    output raises :class:`~grand_engine.runtime.lock.OutputLockedError` instead of running.
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    with output_lock(store, force=force_unlock) as lock:
+        return _execute_locked(plan, store, backend, address, progress, extra_run_info, lock)
+
+
+def _execute_locked(
+    plan: Plan,
+    store: OutputStore,
+    backend: str,
+    address: str | None,
+    progress: bool,
+    extra_run_info: dict[str, Any] | None,
+    lock: OutputLock,
+) -> RunSummary:
     start = time.perf_counter()
     summary = RunSummary(units_total=len(plan.units))
     summary.units_skipped = sum(1 for u in plan.units if not u.todo)
@@ -113,6 +133,8 @@ def execute(
 
     def on_record(record: StageRecord) -> None:
         stats = summary.per_stage[record.stage]
+        lock.ensure_held()  # never commit after another driver took this output over
+        fault_point("driver.before_commit")
         if record.status == "done":
             commit_record(store, record)
             summary.executed.append((record.stage, record.unit_id))
@@ -125,7 +147,13 @@ def execute(
                 summary.images += record.rows
         else:
             if record.status == "failed":
-                record_failure(store, record)
+                try:
+                    record_failure(store, record)
+                except StoreError as exc:  # e.g. the disk is full: name the table that failed first
+                    raise StoreError(
+                        f"{record.stage} {record.unit_id} failed: {record.message}; recording that failure failed "
+                        f"too: {exc}"
+                    ) from exc
                 summary.failures.append(record)
             stats["failed"] += 1
             failed_units.add(record.unit_id)
@@ -140,6 +168,7 @@ def execute(
         from grand_engine.runtime.ray_backend import run_ray
 
         run_ray(plan, store, on_record, address=address, progress=progress)
+    fault_point("driver.before_summary")
     summary.units_failed = len(failed_units)
     summary.units_done = len(plan.pending) - summary.units_failed
     summary.seconds = time.perf_counter() - start
@@ -157,15 +186,17 @@ def run(
     backend: str = "ray",
     address: str | None = None,
     progress: bool = True,
+    force_unlock: bool = False,
 ) -> tuple[Plan, RunSummary]:
-    """Plan and execute: the library form of ``grand-engine run``."""
+    """Plan and execute under the output's lock: the library form of ``grand-engine run``."""
     store = OutputStore(out)
     store.check_writable()
-    size = unit_size or manifest.unit_size
-    check_unit_size(store, size)
-    pipeline = build_pipeline(manifest, levels=levels, stages=stages)
-    plan = make_plan(pipeline, shards, store, size, max_units)
-    summary = execute(plan, store, backend=backend, address=address, progress=progress)
+    with output_lock(store, force=force_unlock):
+        size = unit_size or manifest.unit_size
+        check_unit_size(store, size)
+        pipeline = build_pipeline(manifest, levels=levels, stages=stages)
+        plan = make_plan(pipeline, shards, store, size, max_units)
+        summary = execute(plan, store, backend=backend, address=address, progress=progress)
     return plan, summary
 
 

@@ -24,13 +24,25 @@ class Resources:
 
     ``gpus`` may be fractional (several actors share a card); ``cpus`` should be small and explicit
     for GPU stages; ``batch_size`` is the number of images per model call; ``replicas`` is the size of
-    the stage's actor pool.
+    the stage's actor pool. ``custom`` asks for Ray custom resources per worker (``{"accel_a100": 1}``):
+    the stage's actors then run only on nodes started with them (``ray start --resources``).
     """
 
     gpus: float = 0.0
     cpus: float = 1.0
     batch_size: int = 8
     replicas: int = 1
+    custom: dict[str, float] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        custom = {str(k): float(v) for k, v in dict(self.custom or {}).items()}
+        reserved = sorted(set(custom) & {"CPU", "GPU", "memory", "object_store_memory"})
+        if reserved:
+            raise ValueError(f"custom resources may not be named {reserved}; use the cpus/gpus fields")
+        negative = sorted(k for k, v in custom.items() if v < 0)
+        if negative:
+            raise ValueError(f"custom resource amounts must be >= 0, got {negative}")
+        object.__setattr__(self, "custom", {k: v for k, v in custom.items() if v > 0})
 
     def merged(self, overrides: dict[str, Any] | None) -> Resources:
         """Return a copy with the given fields replaced (unknown keys raise ``TypeError``)."""
@@ -183,6 +195,15 @@ class Stage:
         """The upstream stages this configured instance reads. Defaults to ``requires``; a stage whose
         inputs depend on its parameters (e.g. which detector slots ``level1`` merges) overrides it."""
         return tuple(self.requires)
+
+    def prompt_files(self) -> list[str]:
+        """Prompt files (names under ``prompts/``) this configured stage reads; their contents are part of its
+        fingerprint, so editing a prompt reruns the stage. By default: every parameter naming such a file."""
+        from grand_engine.resources import resource_dir
+
+        folder = resource_dir("prompts")
+        names = {v for v in self.params().values() if isinstance(v, str) and v.endswith((".txt", ".json"))}
+        return sorted(n for n in names if "/" not in n and (folder / n).is_file())
 
     def params(self) -> dict[str, Any]:
         """The stage's parameter values (dataclass fields) as a plain dict."""

@@ -1,3 +1,30 @@
 """Built-in stages. Importing this package registers every stage by name."""
 
-from grand_engine.stages import images, level1, level2, sa1b, scene_graph  # noqa: F401
+from grand_engine.stages import (  # noqa: F401
+    captions,
+    dense_caption,
+    depth,
+    detectors,
+    extra_context,
+    grandf,
+    ground_captions,
+    ground_phrases,
+    images,
+    label_assign,
+    landmark,
+    level1,
+    level2,
+    level3,
+    level4,
+    link_phrases,
+    masks,
+    object_depth,
+    region_attributes,
+    region_captions,
+    sa1b,
+    sam_classify,
+    sam_masks,
+    scene_graph,
+    tagging,
+    verify,
+)

@@ -3,8 +3,8 @@
 Every other stage reads this table to know which images exist and where their bytes are (shard path,
 byte offset and length), so pixels and SA-1B JSON are read on demand by seeking into the shard —
 never extracted to disk. An entry that cannot be used (missing pair, unsafe or duplicate name,
-truncated shard, not an image, corrupt data, decompression bomb) becomes an error row here, once, and
-the image is absent from every downstream table.
+truncated shard, not an image, corrupt data, decompression bomb, a member larger than
+``max_image_bytes``) becomes an error row here, once, and the image is absent from every downstream table.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from grand_engine.io.images import MAX_PIXELS_DEFAULT, decode_image, probe_image
+from grand_engine.io.images import MAX_PIXELS_DEFAULT, ImageError, decode_image, probe_image
 from grand_engine.io.sa1b import Member, read_locator
 from grand_engine.runtime.stage import ErrorRecord, Stage, StageResult, UnitInput
 from grand_engine.schema import IMAGES_SCHEMA
+
+MAX_IMAGE_BYTES_DEFAULT = 512 << 20
+"""Largest image member read (512 MiB). SA-1B images are ~0.5 MB; an image at the ``max_pixels`` limit
+decodes to 300 MB, so a bigger file is not a plausible input and reading it whole could exhaust memory."""
 
 
 @dataclass
@@ -29,6 +33,7 @@ class ImagesStage(Stage):
     schema = IMAGES_SCHEMA
 
     max_pixels: int = MAX_PIXELS_DEFAULT  # decompression-bomb guard: larger headers are rejected before decoding
+    max_image_bytes: int = MAX_IMAGE_BYTES_DEFAULT  # larger members are refused before they are read into memory
     verify_decode: bool = True  # decode each image once here so corrupt data fails in one place, not per stage
 
     def process(self, unit: UnitInput) -> StageResult:
@@ -46,6 +51,11 @@ class ImagesStage(Stage):
             raise _ShardEntryError(member.error_type, member.error or member.error_type)
         if member.image is None:
             raise _ShardEntryError("MissingImage", f"{member.file_name}: no image data")
+        if member.image.size > self.max_image_bytes:
+            raise ImageError(
+                f"{member.file_name}: {member.image.size} bytes, more than max_image_bytes = {self.max_image_bytes} "
+                "(refused unread; raise max_image_bytes to accept it)"
+            )
         data = read_locator(member.image)
         info = probe_image(data, max_pixels=self.max_pixels)
         if self.verify_decode:

@@ -1,38 +1,38 @@
-"""``level2``: link grounded caption phrases to level-1 objects (GranD step 14b, §14 defects fixed).
+"""``level2``: the complete annotation as of level 2 (GranD steps 14b–17 assembled).
 
-Grounded phrases (those with a box) are handled one by one in caption order (BLIP-2 phrases, then VLM phrases;
-within a caption, the order of the ``ground_phrases`` list). A phrase box has its corners ordered and is clipped
-to the image; a null, non-finite or (after clipping) zero-area box counts as "not grounded" and is skipped.
-For each grounded phrase:
+Input: the ``link_phrases`` row (step 14b: grounded phrases linked, confirmed floating objects promoted, ids
+renumbered, ``relationships``, ``captions``) and the per-object side tables keyed by its ids. For each image:
 
-* **objects** — the phrase is linked to the object whose box has the *highest* IoU with the phrase box, when
-  that IoU is > ``iou_threshold`` (the reference took the *first* object over the threshold, which depends on
-  list order; argmax is the sane reading of the rule, ties go to the first).
-* **floating objects** — independently, the best floating object over the threshold is linked too. A level-1
-  floating object linked this way is *confirmed* by the grounding and is promoted to ``objects`` (what the
-  reference intends, §13a). Its labels gain the phrase's noun only when the noun is not already among them
-  (the reference appended it unconditionally, and that duplicate append was what made ``len(labels) > 1`` and
-  so promoted the box, §14.35); ``ground_phrases`` is added to its ``sources``.
-* **neither** — a new floating object is created: ``labels = [noun]`` (normalised like every label),
-  ``attributes = [phrase]``, ``score = null``, ``sources = ["ground_phrases"]`` (the shipped GranD data
-  stores MDETR-only entries the same way: noun as label, phrase as attribute). Later phrases can link to it
-  (a second phrase over the same region adds its noun instead of making a duplicate); an object made from the
-  captions alone is never promoted — only agreement between a detector and the grounding is.
+1. **Region attributes** (step 15) — an object with a ``region_attributes`` description gets
+   ``attributes = [description] + its region-caption attributes`` (the description is not repeated when it
+   equals one of them). The reference kept only the first region caption (§14.33); all are kept. A
+   description for an id that is not an object is an error. The description is cleaned again with
+   :func:`grand_engine.stages.region_attributes.clean_description` (a leaked "ASSISTANT:" prefix is dropped).
+2. **Label** (steps 16–17) — for every object *and* floating object: the ``label_assign`` choice when there is
+   one, else ``labels[0]`` (null when the object has no label), then the person normalisation of
+   :func:`grand_engine.labels.person_normalise` (a symmetric singular → ``person`` / plural → ``persons`` table;
+   the reference's table lacked ``female`` and ``males``, §14.42). When the normalised word is not yet among the
+   object's ``labels`` it is **appended** to them (qualifier ``""``), so ``label ∈ labels`` always holds and
+   ``label`` carries the normalised word the reference wrote (``man`` → ``person``). The reference gave floating
+   objects no ``label``; here they get one too, by the same rule. A ``label_assign`` choice that is not one of
+   the object's labels is an error.
+3. **Depth** (step 17) — ``depth`` and ``depth_note`` from ``object_depth`` for objects and floating objects
+   (a non-finite depth is stored as null, never NaN).
+4. **Big-box promotion** (step 15, ``add_big_bboxes``) — floating objects whose box covers more than
+   ``promote_area_fraction`` (50 %) of the image *and* is larger than the largest object box are candidates;
+   per ``label`` the highest-score candidate (a null score ranks last; ties go to the first) is promoted to
+   ``objects`` when no object has that label, or when its score beats the best score among the objects with
+   that label. Candidates without a label are not promoted. The reference compared labels before label
+   assignment and kept the promoted objects' floating ids (§14.34); here the chosen labels are compared and
+   ids are renumbered.
+5. **Renumbering** — objects in their order, then the promoted ones (in floating order), get ``0..n-1``; the
+   remaining floating objects follow. Every id-bearing field is remapped: ``relationships`` (order kept) and
+   ``affordances`` (sorted, as ``level1`` writes them). The side-table results were joined in steps 1–3 under
+   the ``link_phrases`` ids, before renumbering, so they stay on the right object.
 
-Then ids are renumbered: the level-1 objects in their order, then the promoted ones, get ``0..n-1``; the
-remaining floating objects (level-1 ones, then caption-made ones) follow contiguously. Every id-bearing field
-is remapped: the relationships and the affordances (the reference left affordance ids stale, §14.35; affordance
-``object_ids`` stay sorted as ``level1`` writes them; their content stays level 1's, so nouns added here do not
-create affordances, as in the reference). There is
-no ``id_counter`` in the output and no separate ``object_ids`` / ``floating_object_ids`` lists (``id <
-len(objects)`` tells them apart).
-
-``relationships`` has one entry per normalised phrase (lower-case, whitespace collapsed), in the order phrases
-were first seen, with the distinct new ids it was linked to in link order. ``captions`` is ``[blip2, vlm]`` as
-the caption stages produced them.
-
-The stage checks every output row with :func:`grand_engine.validate.validate_annotation` at level 2
-(``check_invariants``); a row that breaks an invariant becomes that image's error row.
+Every output row is checked with :func:`grand_engine.validate.validate_annotation` at level 2
+(``check_invariants``); a row that breaks an invariant, or side tables that disagree with the ``link_phrases``
+ids, make that image an error row.
 """
 
 from __future__ import annotations
@@ -41,126 +41,136 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import pyarrow as pa
 
-from grand_engine.geometry import iou_matrix
-from grand_engine.labels import normalise_label
-from grand_engine.phrases import normalise_phrase
+from grand_engine.geometry import box_area
+from grand_engine.labels import person_normalise
 from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
-from grand_engine.schema import OBJECT, table_schema
-from grand_engine.stages.level1 import LEVEL1_FIELDS
+from grand_engine.schema import OBJECT
+from grand_engine.stages.link_phrases import LEVEL2_FIELDS, LEVEL2_SCHEMA, RELATIONSHIP
+from grand_engine.stages.region_attributes import clean_description
 from grand_engine.validate import validate_annotation
 
-GROUNDING_SOURCE = "ground_phrases"
-"""The ``sources`` entry recorded on objects the phrase grounding created or confirmed."""
-
-RELATIONSHIP = pa.struct([("phrase", pa.string()), ("object_ids", pa.list_(pa.int32()))])
-"""One grounded phrase and the ids of the objects / floating objects it was linked to."""
-
-LEVEL2_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
-    *LEVEL1_FIELDS,
-    ("relationships", pa.list_(RELATIONSHIP)),
-    ("captions", pa.list_(pa.string())),
-)
-
-LEVEL2_SCHEMA = table_schema(*LEVEL2_FIELDS)
-"""The ``level2`` table: every ``level1`` column, ``relationships`` and ``captions`` ([BLIP-2, VLM])."""
+__all__ = ["LEVEL2_FIELDS", "LEVEL2_SCHEMA", "RELATIONSHIP", "Level2", "assemble_level2"]
 
 _OBJECT_FIELDS = tuple(OBJECT.field(i).name for i in range(OBJECT.num_fields))
 
 
-def merge_level2(
-    level1_row: dict[str, Any],
-    captions: list[str | None],
-    phrases: list[dict[str, Any]],
-    iou_threshold: float = 0.75,
+def assemble_level2(
+    row: dict[str, Any],
+    descriptions: list[dict[str, Any]] | None = None,
+    assignments: list[dict[str, Any]] | None = None,
+    depths: list[dict[str, Any]] | None = None,
+    promote_area_fraction: float = 0.5,
 ) -> dict[str, Any]:
-    """The ``level2`` row of one image from its ``level1`` row, its two captions and its grounded phrases.
+    """The ``level2`` row of one image from its ``link_phrases`` row and its side-table entries.
 
-    ``phrases`` are ``ground_phrases`` entries (``caption_index``, ``noun``, ``phrase``, ``box``, …); entries
-    without a usable box (null, non-finite or zero-area) are skipped. The input row is not modified.
-    Raises ``ValueError`` when the level-1 ids are not unique or an affordance names an unknown id.
+    ``descriptions`` are ``region_attributes`` entries (``object_id``, ``description``), ``assignments``
+    ``label_assign`` entries (``object_id``, ``label``, ``score``), ``depths`` ``object_depth`` entries
+    (``object_id``, ``depth``, ``depth_note``); all keyed by the row's ids. The input row is not modified.
+    Raises ``ValueError`` when ids are duplicated or a side-table entry does not fit the row.
     """
-    row = dict(level1_row)  # objects are rebuilt below; nothing else of the input is modified
-    objects: list[dict[str, Any]] = [_complete_object(o) for o in row.get("objects") or []]
-    floating: list[dict[str, Any]] = [_complete_object(o) for o in row.get("floating_objects") or []]
-    n_objects = len(objects)
-    n_level1_floating = len(floating)
+    out = dict(row)
+    objects = [_copy_object(o) for o in row.get("objects") or []]
+    floating = [_copy_object(o) for o in row.get("floating_objects") or []]
+    by_id: dict[int, dict[str, Any]] = {}
+    for obj in objects + floating:
+        oid = obj.get("id")
+        if oid is None or int(oid) in by_id:
+            raise ValueError(f"link_phrases id {oid!r} is missing or used by more than one object")
+        by_id[int(oid)] = obj
+    object_ids = {int(o["id"]) for o in objects}
 
-    # Every record gets a position key ("uid") in objects + floating; old ids map to uids.
-    old_to_uid: dict[int, int] = {}
-    for uid, obj in enumerate(objects + floating):
-        old = obj.get("id")
-        if old is None:
-            raise ValueError(f"level-1 object at position {uid} has no id")
-        if old in old_to_uid:
-            raise ValueError(f"level-1 id {old} is used by more than one object")
-        old_to_uid[int(old)] = uid
+    for entry in descriptions or []:
+        oid = int(entry["object_id"])
+        if oid not in object_ids:
+            raise ValueError(f"region_attributes describes id {oid}, which is not an object of link_phrases")
+        text = clean_description(entry.get("description"))
+        if text:
+            obj = by_id[oid]
+            obj["attributes"] = [text] + [a for a in obj["attributes"] if a != text]
 
-    object_boxes = _boxes(objects)
-    confirmed: set[int] = set()  # floating positions (< n_level1_floating) confirmed by a grounding
-    relations: dict[str, list[int]] = {}  # normalised phrase -> uids in link order
+    chosen: dict[int, str] = {}
+    for entry in assignments or []:
+        oid = int(entry["object_id"])
+        if oid not in by_id:
+            raise ValueError(f"label_assign names id {oid}, which does not exist in link_phrases")
+        label = entry.get("label")
+        if label is not None and label not in by_id[oid]["labels"]:
+            raise ValueError(
+                f"label_assign chose {label!r} for id {oid}, not one of its labels {by_id[oid]['labels']}"
+            )
+        if label is not None:
+            chosen[oid] = label
+    for oid, obj in by_id.items():
+        _set_label(obj, chosen.get(oid))
 
-    width, height = row.get("width"), row.get("height")
-    for entry in sorted(phrases or [], key=_caption_order):
-        box = _valid_box(entry.get("box"), width, height)
-        text = normalise_phrase(entry.get("phrase") or "")
-        if box is None or not text:
-            continue
-        noun = normalise_label(entry.get("noun") or "")
-        linked: list[int] = []
+    seen_depth: set[int] = set()
+    for entry in depths or []:
+        oid = int(entry["object_id"])
+        if oid not in by_id:
+            raise ValueError(f"object_depth names id {oid}, which does not exist in link_phrases")
+        depth = entry.get("depth")
+        finite = depth is not None and math.isfinite(float(depth))
+        by_id[oid]["depth"] = float(depth) if finite else None
+        by_id[oid]["depth_note"] = entry.get("depth_note") if finite or depth is None else "no finite depth in region"
+        seen_depth.add(oid)
+    if depths is not None and seen_depth != set(by_id):
+        missing = sorted(set(by_id) - seen_depth)
+        raise ValueError(f"object_depth has no entry for ids {missing}")
 
-        best = _best_match(box, object_boxes, iou_threshold)
-        if best is not None:
-            linked.append(best)
-
-        fbest = _best_match(box, _boxes(floating), iou_threshold)
-        if fbest is not None:
-            obj = floating[fbest]
-            _add_label(obj, noun.name, noun.qualifier)
-            _add_source(obj, GROUNDING_SOURCE)
-            if fbest < n_level1_floating:
-                confirmed.add(fbest)
-            linked.append(n_objects + fbest)
-
-        if not linked:
-            floating.append(_new_floating(box, noun.name, noun.qualifier, text))
-            linked.append(n_objects + len(floating) - 1)
-
-        ids = relations.setdefault(text, [])
-        ids.extend(uid for uid in linked if uid not in ids)
-
-    # Renumber: objects, promoted floating objects, then the rest; ids are positions.
-    all_records = objects + floating
-    promoted = [n_objects + i for i in range(len(floating)) if i in confirmed]
-    remaining = [n_objects + i for i in range(len(floating)) if i not in confirmed]
-    new_order = list(range(n_objects)) + promoted + remaining
-    uid_to_new = {uid: new for new, uid in enumerate(new_order)}
-    n_new_objects = n_objects + len(promoted)
-    for uid, new in uid_to_new.items():
-        all_records[uid]["id"] = new
-
-    row["objects"] = [all_records[uid] for uid in new_order[:n_new_objects]]
-    row["floating_objects"] = [all_records[uid] for uid in new_order[n_new_objects:]]
-    row["affordances"] = [_remap_affordance(a, old_to_uid, uid_to_new) for a in row.get("affordances") or []]
-    row["relationships"] = [
-        {"phrase": phrase, "object_ids": [uid_to_new[uid] for uid in uids]} for phrase, uids in relations.items()
+    promoted = promote_big_boxes(objects, floating, row.get("width"), row.get("height"), promote_area_fraction)
+    new_order = objects + [floating[i] for i in promoted] + [f for i, f in enumerate(floating) if i not in promoted]
+    old_to_new = {int(obj["id"]): new for new, obj in enumerate(new_order)}
+    for new, obj in enumerate(new_order):
+        obj["id"] = new
+    n_objects = len(objects) + len(promoted)
+    out["objects"] = new_order[:n_objects]
+    out["floating_objects"] = new_order[n_objects:]
+    out["relationships"] = [
+        {**rel, "object_ids": [_remap(old_to_new, oid, "relationship") for oid in rel.get("object_ids") or []]}
+        for rel in row.get("relationships") or []
     ]
-    row["captions"] = list(captions)
-    row.pop("id_counter", None)
-    return row
+    out["affordances"] = [
+        {**aff, "object_ids": sorted(_remap(old_to_new, oid, "affordance") for oid in aff.get("object_ids") or [])}
+        for aff in row.get("affordances") or []
+    ]
+    return out
+
+
+def promote_big_boxes(
+    objects: list[dict[str, Any]],
+    floating: list[dict[str, Any]],
+    width: Any,
+    height: Any,
+    area_fraction: float = 0.5,
+) -> list[int]:
+    """Positions in ``floating`` of the big boxes to promote (step 15, see the module docstring), ascending."""
+    if not width or not height or not floating:
+        return []
+    image_area = float(width) * float(height)
+    largest = max((box_area(o["bbox"]) for o in objects), default=0.0)
+    best_by_label: dict[str, int] = {}
+    for i, obj in enumerate(floating):
+        area = box_area(obj["bbox"])
+        label = obj.get("label")
+        if label is None or area <= area_fraction * image_area or area <= largest:
+            continue
+        current = best_by_label.get(label)
+        if current is None or _score(obj) > _score(floating[current]):
+            best_by_label[label] = i
+    promoted = []
+    for label, i in best_by_label.items():
+        rivals = [_score(o) for o in objects if o.get("label") == label]
+        if not rivals or _score(floating[i]) > max(rivals):
+            promoted.append(i)
+    return sorted(promoted)
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
-def _caption_order(entry: dict[str, Any]) -> int:
-    index = entry.get("caption_index")
-    return int(index) if index is not None else 1 << 30
-
-
-def _complete_object(obj: dict[str, Any]) -> dict[str, Any]:
+def _copy_object(obj: dict[str, Any]) -> dict[str, Any]:
     out = {name: obj.get(name) for name in _OBJECT_FIELDS}
     for name in ("labels", "qualifiers", "sources", "attributes"):
         out[name] = list(out[name] or [])
@@ -169,84 +179,28 @@ def _complete_object(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _valid_box(box: Any, width: Any = None, height: Any = None) -> list[float] | None:
-    """The box as four floats, corners ordered and clipped to the image when its size is known, or ``None``
-    when it is null, not four finite numbers, or of zero area after clipping."""
-    if box is None:
-        return None
-    try:
-        values = [float(v) for v in box]
-    except (TypeError, ValueError):
-        return None
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        return None
-    x1, y1, x2, y2 = (
-        min(values[0], values[2]),
-        min(values[1], values[3]),
-        max(values[0], values[2]),
-        max(values[1], values[3]),
-    )
-    if width is not None and height is not None:
-        x1, x2 = min(max(x1, 0.0), float(width)), min(max(x2, 0.0), float(width))
-        y1, y2 = min(max(y1, 0.0), float(height)), min(max(y2, 0.0), float(height))
-    if x2 <= x1 or y2 <= y1:
-        return None
-    return [x1, y1, x2, y2]
+def _set_label(obj: dict[str, Any], choice: str | None) -> None:
+    """``label`` = the CLIP choice, else ``labels[0]``, person-normalised; the normalised word joins ``labels``."""
+    label = choice if choice is not None else (obj["labels"][0] if obj["labels"] else None)
+    if label is None:
+        obj["label"] = None
+        return
+    normalised = person_normalise(label)
+    if normalised not in obj["labels"]:
+        obj["labels"].append(normalised)
+        obj["qualifiers"].append("")
+    obj["label"] = normalised
 
 
-def _boxes(records: list[dict[str, Any]]) -> np.ndarray:
-    """``(N, 4)`` boxes of the records; a missing box becomes NaNs (never matches)."""
-    out = np.full((len(records), 4), np.nan, dtype=np.float64)
-    for i, rec in enumerate(records):
-        box = rec.get("bbox")
-        if box is not None and len(box) == 4:
-            out[i] = [np.nan if v is None else float(v) for v in box]
-    return out
+def _score(obj: dict[str, Any]) -> float:
+    score = obj.get("score")
+    return float(score) if score is not None and math.isfinite(float(score)) else -math.inf
 
 
-def _best_match(box: list[float], boxes: np.ndarray, threshold: float) -> int | None:
-    """Index of the box with the highest IoU (first on ties) when it is > ``threshold``, else ``None``."""
-    if len(boxes) == 0:
-        return None
-    ious = np.nan_to_num(iou_matrix(box, boxes)[0], nan=-1.0)
-    best = int(np.argmax(ious))
-    return best if ious[best] > threshold else None
-
-
-def _add_label(obj: dict[str, Any], name: str, qualifier: str) -> None:
-    if name and name not in obj["labels"]:
-        obj["labels"].append(name)
-        obj["qualifiers"].append(qualifier)
-
-
-def _add_source(obj: dict[str, Any], source: str) -> None:
-    if source not in obj["sources"]:
-        obj["sources"].append(source)
-
-
-def _new_floating(box: list[float], noun: str, qualifier: str, phrase: str) -> dict[str, Any]:
-    obj = dict.fromkeys(_OBJECT_FIELDS)
-    obj.update(
-        bbox=box,
-        labels=[noun] if noun else [],
-        qualifiers=[qualifier] if noun else [],
-        sources=[GROUNDING_SOURCE],
-        attributes=[phrase],
-    )
-    return obj
-
-
-def _remap_affordance(
-    affordance: dict[str, Any], old_to_uid: dict[int, int], uid_to_new: dict[int, int]
-) -> dict[str, Any]:
-    out = dict(affordance)
-    ids = []
-    for old in affordance.get("object_ids") or []:
-        if old not in old_to_uid:
-            raise ValueError(f"affordance {affordance.get('category')!r} names object id {old}, which does not exist")
-        ids.append(uid_to_new[old_to_uid[old]])
-    out["object_ids"] = sorted(ids)
-    return out
+def _remap(old_to_new: dict[int, int], oid: int, what: str) -> int:
+    if oid not in old_to_new:
+        raise ValueError(f"{what} names object id {oid}, which does not exist in link_phrases")
+    return old_to_new[oid]
 
 
 # -- the stage ----------------------------------------------------------------------------------------------
@@ -254,28 +208,28 @@ def _remap_affordance(
 
 @dataclass
 class Level2(Stage):
-    """Link grounded caption phrases to level-1 objects, promote confirmed floating objects, renumber."""
+    """Assemble the level-2 annotation: link_phrases + region attributes + labels + depth + big-box promotion."""
 
     name: ClassVar[str] = "level2"
-    requires: ClassVar[tuple[str, ...]] = ("level1", "caption_blip2", "caption_vlm", "ground_phrases")
+    requires: ClassVar[tuple[str, ...]] = ("link_phrases", "region_attributes", "label_assign", "object_depth")
     level: ClassVar[int | None] = 2
     schema: ClassVar[pa.Schema] = LEVEL2_SCHEMA
     default_resources: ClassVar[Resources] = Resources(cpus=1.0, batch_size=256)
 
-    iou_threshold: float = 0.75  # spec step 14b: phrase box ↔ object box IoU > 0.75 links them
-    check_invariants: bool = True  # validate each output row (ids contiguous, objects first, links exist)
+    promote_area_fraction: float = 0.5  # spec step 15: floating boxes covering > 50 % of the image are candidates
+    check_invariants: bool = True  # validate each output row (ids contiguous, objects first, label ∈ labels, …)
 
     def process(self, unit: UnitInput) -> StageResult:
         return self.per_image(unit, lambda image_id: self.process_image(unit, image_id))
 
     def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
-        level1 = unit.input_row("level1", image_id)
-        captions = [
-            unit.input_row("caption_blip2", image_id).get("caption"),
-            unit.input_row("caption_vlm", image_id).get("caption"),
-        ]
-        phrases = unit.input_row("ground_phrases", image_id).get("phrases") or []
-        row = merge_level2(level1, captions, phrases, iou_threshold=self.iou_threshold)
+        row = assemble_level2(
+            unit.input_row("link_phrases", image_id),
+            descriptions=unit.input_row("region_attributes", image_id).get("descriptions") or [],
+            assignments=unit.input_row("label_assign", image_id).get("assignments") or [],
+            depths=unit.input_row("object_depth", image_id).get("depths") or [],
+            promote_area_fraction=self.promote_area_fraction,
+        )
         out = {name: row.get(name) for name in self.schema.names}
         out["image_id"] = image_id
         if self.check_invariants:

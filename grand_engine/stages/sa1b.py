@@ -10,7 +10,13 @@ downstream (``sam_classify``, ``masks``) relies on it.
 An image whose JSON is malformed, whose ``image`` block disagrees with the decoded image size, or
 which has any bad annotation (malformed RLE, RLE size different from the image's, zero area,
 missing or non-numeric fields) gets an error row naming the annotation and the reason — never a
-partial row. An image without a JSON (folder input) gets a row with zero annotations.
+partial row. A JSON larger than ``max_annotation_bytes`` is refused before it is read. An image without a JSON (folder input) gets a row with zero annotations.
+
+**Orientation.** Annotations describe the image as displayed, i.e. after its EXIF orientation is
+applied, like every box and mask of the project (``docs/schema.md``): the JSON's ``width``/``height``
+must equal the ``images`` table's (post-rotation) size, and boxes and masks are in displayed pixel
+coordinates. A JSON written for the stored pixels of an EXIF-rotated image (width and height swapped)
+is refused with :class:`AnnotationSizeMismatch`, and the message names the orientation.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from grand_engine.schema import BOX, RLE, table_schema
 __all__ = [
     "ANNOTATION",
     "AnnotationSizeMismatch",
+    "AnnotationTooLarge",
     "InvalidAnnotation",
     "MalformedAnnotationJSON",
     "SA1BAnnotationError",
@@ -65,6 +72,15 @@ class AnnotationSizeMismatch(SA1BAnnotationError):
 
 class InvalidAnnotation(SA1BAnnotationError):
     """One annotation has a bad field or a bad mask."""
+
+
+class AnnotationTooLarge(SA1BAnnotationError):
+    """The JSON is larger than ``max_annotation_bytes``; it is refused unread."""
+
+
+MAX_ANNOTATION_BYTES_DEFAULT = 64 << 20
+"""Largest SA-1B JSON read (64 MiB). An image with 5,000 masks has about 3 MB of JSON; parsing costs
+several times the file size in memory, so a far larger member is refused before it is read."""
 
 
 def _number(value: Any, what: str) -> float:
@@ -120,8 +136,12 @@ def _table_rle(seg: dict[str, Any], height: int, width: int) -> dict[str, Any]:
     return rle_lib.normalize(seg)
 
 
-def parse_annotations(raw: bytes | str, width: int, height: int, *, source: str = "annotation") -> dict[str, Any]:
-    """Parse and check one SA-1B JSON against the image size ``width×height``.
+def parse_annotations(
+    raw: bytes | str, width: int, height: int, *, source: str = "annotation", orientation: int = 1
+) -> dict[str, Any]:
+    """Parse and check one SA-1B JSON against the displayed image size ``width×height``.
+
+    ``orientation`` (the image's EXIF tag) only makes the size-mismatch message more helpful.
 
     Returns the row fields (``annotations``, ``num_annotations``, ``image_width``, ``image_height``).
     Raises a :class:`SA1BAnnotationError` subclass naming ``source``, the annotation and the reason.
@@ -130,6 +150,8 @@ def parse_annotations(raw: bytes | str, width: int, height: int, *, source: str 
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedAnnotationJSON(f"{source}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedAnnotationJSON(f"{source}: JSON nested too deeply to parse") from None
     if not isinstance(doc, dict):
         raise MalformedAnnotationJSON(f"{source}: top level must be an object, got {type(doc).__name__}")
     block, anns = doc.get("image"), doc.get("annotations")
@@ -142,8 +164,15 @@ def parse_annotations(raw: bytes | str, width: int, height: int, *, source: str 
     except ValueError as exc:
         raise MalformedAnnotationJSON(f"{source}: {exc}") from None
     if (json_w, json_h) != (int(width), int(height)):
+        hint = ""
+        if orientation in (5, 6, 7, 8) and (json_w, json_h) == (int(height), int(width)):
+            hint = (
+                f"; the image has EXIF orientation {orientation} (displayed rotated): annotations must describe "
+                "the displayed image, not the stored pixels"
+            )
         raise AnnotationSizeMismatch(
-            f"{source}: the JSON image block says {json_w}×{json_h} (W×H) but the image is {int(width)}×{int(height)}"
+            f"{source}: the JSON image block says {json_w}×{json_h} (W×H) but the image is "
+            f"{int(width)}×{int(height)}{hint}"
         )
     out: list[dict[str, Any]] = []
     labels: list[str] = []
@@ -198,6 +227,8 @@ class SA1BStage(Stage):
     version = "1"
     needs_annotations = True
     default_resources = Resources(cpus=1.0, batch_size=64)
+
+    max_annotation_bytes: int = MAX_ANNOTATION_BYTES_DEFAULT  # larger JSONs are refused unread (memory guard)
     schema = table_schema(
         ("annotations", pa.list_(ANNOTATION)),
         ("num_annotations", pa.int32()),
@@ -212,6 +243,12 @@ class SA1BStage(Stage):
     def _row(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         image = unit.image_row(image_id)
         width, height = int(image["width"]), int(image["height"])
+        size = image.get("ann_size")
+        if size is not None and size > self.max_annotation_bytes:
+            raise AnnotationTooLarge(
+                f"{image_id}.json: {size} bytes, more than max_annotation_bytes = {self.max_annotation_bytes} "
+                "(refused unread; raise max_annotation_bytes to accept it)"
+            )
         raw = unit.annotation_json(image_id)
         if raw is None:
             # Folder input without a JSON: nothing to check, the image simply has no SA-1B masks.
@@ -223,4 +260,5 @@ class SA1BStage(Stage):
                 "image_height": height,
             }
         source = f"{image_id}.json (image {image.get('file_name') or image_id})"
-        return {"image_id": image_id, **parse_annotations(raw, width, height, source=source)}
+        orientation = int(image.get("orientation") or 1)
+        return {"image_id": image_id, **parse_annotations(raw, width, height, source=source, orientation=orientation)}

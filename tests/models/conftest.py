@@ -1,27 +1,9 @@
-"""Shared fixtures of the model-adapter tests: the tiny checkpoints (built once per session) and test images."""
+"""Fixtures of the model-adapter tests (the tiny checkpoints come from the top-level `tiny_dir` fixture)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-# Any accidental Hub access must fail fast instead of hanging on the network.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every registered tiny checkpoint (all families), built once into a session temp dir."""
-    from grand_engine.models.tiny import build_all
-
-    dest = tmp_path_factory.mktemp("tiny")
-    build_all(dest)
-    return dest
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import string
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -111,15 +113,21 @@ def test_vicuna_template_when_the_checkpoint_has_none(llama: LLM, tmp_path: Path
     config_path.write_text(json.dumps(config))
     (ckpt / "chat_template.jinja").unlink(missing_ok=True)
     plain = load_adapter(ModelSpec(id=str(ckpt), family="llm"))
-    # FastChat vicuna_v1.1: system + " " + "USER: q ASSISTANT: a</s>" … + "ASSISTANT:" (BOS from the tokenizer)
-    assert plain.prompt_text([{"role": "user", "content": "Hi"}]) == f"<s>{VICUNA_SYSTEM} USER: Hi ASSISTANT:"
+    # FastChat vicuna_v1.1: system + " " + "USER: q ASSISTANT: a</s>" … + "ASSISTANT:"; BOS only as a token id
+    hi = [{"role": "user", "content": "Hi"}]
+    assert plain.prompt_text(hi) == f"{VICUNA_SYSTEM} USER: Hi ASSISTANT:"
+    tokenizer = plain.backend.tokenizer
+    assert plain.prompt_ids(hi) == [
+        tokenizer.bos_token_id,
+        *tokenizer.encode(plain.prompt_text(hi), add_special_tokens=False),
+    ]
     multi = [
         {"role": "system", "content": "Sys."},
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello"},
         {"role": "user", "content": "Again"},
     ]
-    assert plain.prompt_text(multi) == "<s>Sys. USER: Hi ASSISTANT: Hello</s>USER: Again ASSISTANT:"
+    assert plain.prompt_text(multi) == "Sys. USER: Hi ASSISTANT: Hello</s>USER: Again ASSISTANT:"
     [completion] = plain.chat([multi[1:2]], max_new_tokens=2, temperature=0.0, top_p=1.0, seed=0)
     assert completion.finish_reason in ("stop", "length")
 
@@ -171,6 +179,59 @@ def test_unknown_backend_is_rejected(tiny_dir: Path) -> None:
         load_adapter(ModelSpec(id=str(tiny_dir / "llama"), family="llm", backend="sglang"))
 
 
+def test_vllm_backend_wiring(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vLLM backend's use of the engine API, checked against a recording stand-in for ``vllm`` (vLLM is
+    GPU-only and never installed here; the real engine is exercised by the gpu-marked test below)."""
+    from transformers import AutoTokenizer
+
+    calls: dict = {}
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_dir / "llama"))
+
+    class Engine:
+        def __init__(self, **kwargs):
+            calls["engine"] = kwargs
+
+        def get_tokenizer(self):
+            return tokenizer
+
+        def generate(self, prompts, sampling_params, use_tqdm):
+            calls["prompts"], calls["params"] = prompts, sampling_params
+            reasons = ["stop", "length", "abort"]
+            return [
+                types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f" text {i} ", finish_reason=reasons[i])])
+                for i in range(len(prompts))
+            ]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = Engine
+    fake.SamplingParams = lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+
+    spec = ModelSpec(
+        id=str(tiny_dir / "llama"),
+        family="llm",
+        backend="vllm",
+        options={"gpu_memory_utilization": 0.5, "max_model_len": 2048, "max_num_seqs": 64},
+    )
+    adapter = load_adapter(spec)
+    convs = [CONVERSATIONS[0], CONVERSATIONS[1], CONVERSATIONS[0]]
+    out = adapter.chat(convs, max_new_tokens=9, temperature=0.7, top_p=0.95, seed=[1, 2, 3])
+    assert out == [
+        Completion("text 0", "stop"),
+        Completion("text 1", "length"),
+        Completion("text 2", "length"),
+    ]
+    engine = calls["engine"]
+    assert engine["model"] == str(tiny_dir / "llama")
+    assert (engine["gpu_memory_utilization"], engine["max_model_len"], engine["max_num_seqs"]) == (0.5, 2048, 64)
+    assert [p["seed"] for p in calls["params"]] == [1, 2, 3]
+    assert calls["params"][0] == {"temperature": 0.7, "top_p": 0.95, "max_tokens": 9, "seed": 1}
+    ids = calls["prompts"][1]["prompt_token_ids"]
+    assert ids == tokenizer(adapter.prompt_text(CONVERSATIONS[1]), add_special_tokens=False)["input_ids"]
+    assert ids == adapter.prompt_ids(CONVERSATIONS[1])  # the same ids as the transformers backend
+    assert ids.count(tokenizer.bos_token_id) == 1  # the template's BOS only, none added on top
+
+
 @pytest.mark.gpu
 def test_vllm_backend_shares_the_interface(tiny_dir: Path) -> None:
     torch = pytest.importorskip("torch")
@@ -205,3 +266,19 @@ def test_smollm2_writes_english() -> None:
     printable = sum(ch in string.printable for ch in text)
     assert printable / len(text) > 0.95
     assert {w.lower() for w in words} & {"a", "the", "is", "apple", "red", "and", "it"}
+
+
+def test_single_gguf_picks_the_only_gguf_of_a_packaged_folder(tmp_path):
+    from grand_engine.models.llm import single_gguf
+
+    (tmp_path / "model.Q4.gguf").write_bytes(b"GGUF")
+    (tmp_path / "__init__.py").write_text("")
+    assert single_gguf(str(tmp_path)) == "model.Q4.gguf"
+    (tmp_path / "other.gguf").write_bytes(b"GGUF")
+    assert single_gguf(str(tmp_path)) is None
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    (hf / "weights.gguf").write_bytes(b"GGUF")
+    assert single_gguf(str(hf)) is None
+    assert single_gguf(str(tmp_path / "missing")) is None

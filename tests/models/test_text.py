@@ -20,7 +20,9 @@ from grand_engine.models.text import (
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SENTENCE = "A man in a red jacket is riding a brown horse next to an old wooden fence, while two dogs play on the grass."
+SENTENCE = (
+    "A man in a red jacket is riding a brown horse next to an old wooden fence, while two dogs play on the grass."
+)
 
 
 def test_spacy_candidates_order() -> None:

@@ -28,7 +28,12 @@ from grand_engine.models.vlm import (
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-PROMPTS = {"blip2": "a photo of", "llava": "Describe the image.", "florence2": "<CAPTION>", "kosmos2": "<grounding>An image of"}
+PROMPTS = {
+    "blip2": "a photo of",
+    "llava": "Describe the image.",
+    "florence2": "<CAPTION>",
+    "kosmos2": "<grounding>An image of",
+}
 
 
 def _images() -> list:
@@ -65,6 +70,19 @@ def test_generate_batch_of_two_sizes(tiny_dir: Path, name: str) -> None:
         assert isinstance(gen.text, str)
         assert gen.finish_reason in ("stop", "length")
     assert vlm.chat is (name == "llava")  # only the LLaVA processor carries a chat template
+
+
+@pytest.mark.parametrize("name", ["blip2", "llava", "florence2", "kosmos2"])
+def test_batched_equals_one_by_one(tiny_dir: Path, name: str) -> None:
+    """Prompts of different lengths in one batch (left padding) give the texts they give alone."""
+    vlm = _vlm(tiny_dir, name)
+    images = _images()
+    prompts = [PROMPTS[name], PROMPTS[name] + " a man riding a brown horse next to a fence"]
+    if name == "florence2":
+        prompts[1] = "<CAPTION_TO_PHRASE_GROUNDING>a man riding a brown horse next to a fence"
+    batched = vlm.generate(images, prompts, max_new_tokens=5)
+    alone = [vlm.generate([im], p, max_new_tokens=5)[0] for im, p in zip(images, prompts, strict=True)]
+    assert batched == alone
 
 
 def test_llava_prompt_goes_through_the_chat_template(tiny_dir: Path) -> None:
@@ -182,9 +200,7 @@ def test_phrase_grounding_boxes_inside_the_image(florence: VLM) -> None:
 def test_kosmos_boxes_scaled_to_pixels() -> None:
     # the processor's documented example entity, on a 640x480 image
     entities = [("a snowman", (12, 21), [(0.390625, 0.046875, 0.984375, 0.828125)])]
-    assert kosmos_entities_to_pixels(entities, (640, 480)) == [
-        ("a snowman", (12, 21), [(250.0, 22.5, 630.0, 397.5)])
-    ]
+    assert kosmos_entities_to_pixels(entities, (640, 480)) == [("a snowman", (12, 21), [(250.0, 22.5, 630.0, 397.5)])]
 
 
 def test_kosmos_grounded_captions(tiny_dir: Path) -> None:

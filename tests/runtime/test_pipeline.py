@@ -65,3 +65,28 @@ def test_unknown_stage_and_parameter_are_named(tmp_path):
     path.write_text("name: m\nstages:\n  images: {}\n  t_area: {params: {bogus: 1}}\n")
     with pytest.raises(ConfigError, match="stage 't_area' has no parameter 'bogus'"):
         build_pipeline(load_manifest(path))
+
+
+def test_editing_a_prompt_file_changes_the_fingerprint(tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    import grand_engine.resources as resources
+    import grand_engine.runtime.pipeline as pipeline_mod
+    from grand_engine.runtime.pipeline import compute_fingerprints
+    from grand_engine.runtime.stage import Stage
+    from grand_engine.schema import table_schema
+
+    @dataclass
+    class PromptedStage(Stage):
+        schema = table_schema()
+        prompt: str = "question.txt"
+        other: str = "not-a-file.txt"
+
+    monkeypatch.setattr(resources, "resource_dir", lambda kind: tmp_path)
+    monkeypatch.setattr(pipeline_mod, "resource_dir", lambda kind: tmp_path)
+    (tmp_path / "question.txt").write_text("What is in the image?")
+    stage = PromptedStage.configure()
+    assert stage.prompt_files() == ["question.txt"]
+    before = compute_fingerprints({"q": stage})["q"]
+    (tmp_path / "question.txt").write_text("Describe the image.")
+    assert compute_fingerprints({"q": stage})["q"] != before

@@ -1,31 +1,41 @@
-"""``level2`` (spec step 14b) on a hand-built level-1 row and hand-built groundings.
+"""``level2`` (spec steps 15–17 assembled on ``link_phrases``) on hand-built rows.
 
-IoUs used below (continuous convention, no +1), worked out by hand:
+Image 1000×800: area 800,000, so a big-box candidate needs area > 400,000 and > the largest object box
+(object 2, 500×500 = 250,000).
 
-* man   [2,2,100,100]     vs object 0 [0,0,100,100]:   98·98 / 100·100     = 0.9604
-* man   [0,0,100,98]      vs object 0:                 100·98 / 100·100    = 0.98
-* puppy [205,0,300,100]   vs object 1 [200,0,300,100]: 95·100 / 100·100    = 0.95
-* kite  [302,300,400,400] vs floating 3 [300,300,400,400]: 98·100 / 100·100 = 0.98
-* toy   [300,300,399,400] vs floating 3:               99·100 / 100·100    = 0.99
-* mug   [600,600,700,690] vs floating 4 [600,600,700,700]: 100·90 / 100·100 = 0.90
-* sphere [500,0,600,52]   vs the caption-made floating [500,0,600,50]: 100·50 / 100·52 = 0.9615
-* thing [10,10,20,20]     vs object 0: 10·10 / 100·100 = 0.01 (nothing else overlaps)
-* balloons [500,0,600,50] overlaps nothing.
+=====  ===================  =======  ======  ==============  =========================================
+id     bbox                 area     score   label           promotion (step 15)
+=====  ===================  =======  ======  ==============  =========================================
+fl 3   0,0,1000,700         700,000  0.3     sky             loses to 4 (same label, lower score)
+fl 4   0,100,1000,800       700,000  0.6     sky             promoted: no object is labelled "sky"
+fl 5   0,0,900,600          540,000  0.4     table           kept: object 2 "table" has 0.5 >= 0.4
+fl 6   50,50,950,750        630,000  0.9     dog (CLIP)      promoted: 0.9 > object 1 "dog" 0.8
+fl 7   10,10,20,20          100      null    women→persons   too small
+fl 8   0,0,1000,800         800,000  0.99    (no label)      never promoted
+=====  ===================  =======  ======  ==============  =========================================
+
+New ids: objects 0, 1, 2, promoted 4 → 3, 6 → 4, then 3 → 5, 5 → 6, 7 → 7, 8 → 8.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import pyarrow as pa
 import pytest
 
+from grand_engine.labels import person_normalise
 from grand_engine.runtime.stage import UnitInput
-from grand_engine.stages.level2 import LEVEL2_SCHEMA, Level2, merge_level2
+from grand_engine.stages.label_assign import LABEL_ASSIGN_SCHEMA
+from grand_engine.stages.level2 import LEVEL2_SCHEMA, Level2, assemble_level2, promote_big_boxes
+from grand_engine.stages.object_depth import OBJECT_DEPTH_SCHEMA
+from grand_engine.stages.region_attributes import REGION_ATTRIBUTES_SCHEMA
+from grand_engine.stages.scene_graph import SceneGraph
 from grand_engine.validate import validate_annotation
 
 
-def _obj(oid, bbox, labels, score, sources, attributes=()):
+def _obj(oid, bbox, labels, score, attributes=()):
     return {
         "id": oid,
         "bbox": list(bbox),
@@ -33,7 +43,7 @@ def _obj(oid, bbox, labels, score, sources, attributes=()):
         "qualifiers": [""] * len(labels),
         "label": None,
         "score": score,
-        "sources": list(sources),
+        "sources": ["detect_lvis"],
         "attributes": list(attributes),
         "depth": None,
         "depth_note": None,
@@ -42,238 +52,189 @@ def _obj(oid, bbox, labels, score, sources, attributes=()):
     }
 
 
-def level1_row():
+def link_row(image_id="img0"):
     return {
-        "image_id": "img0",
+        "image_id": image_id,
         "width": 1000,
         "height": 800,
         "objects": [
-            _obj(0, [0, 0, 100, 100], ["person"], 0.9, ["detect_lvis", "detect_closed"], ["a man in a red shirt"]),
-            _obj(1, [200, 0, 300, 100], ["dog"], 0.8, ["detect_lvis", "detect_ov"]),
+            _obj(0, [0, 0, 100, 100], ["person", "man"], 0.9, ["a man in a red shirt", "a person standing"]),
+            _obj(1, [200, 0, 300, 100], ["dog"], 0.8),
+            _obj(2, [0, 0, 500, 500], ["table"], 0.5, ["a wooden table", "round"]),
         ],
         "floating_objects": [
-            _obj(2, [0, 200, 100, 300], ["bench"], 0.5, ["detect_ov"]),
-            _obj(3, [300, 300, 400, 400], ["kite"], 0.4, ["detect_ov2"]),
-            _obj(4, [600, 600, 700, 700], ["cup"], 0.3, ["detect_closed"]),
+            _obj(3, [0, 0, 1000, 700], ["sky"], 0.3),
+            _obj(4, [0, 100, 1000, 800], ["sky"], 0.6),
+            _obj(5, [0, 0, 900, 600], ["table"], 0.4),
+            _obj(6, [50, 50, 950, 750], ["puppy", "dog"], 0.9),
+            _obj(7, [10, 10, 20, 20], ["women"], None, ["two women"]),
+            _obj(8, [0, 0, 1000, 800], [], 0.99),
         ],
         "floating_attributes": [{"bbox": [10, 500, 60, 550], "score": 0.8, "attributes": ["a green sign"]}],
-        "landmark": {"category": "outdoor", "fine_category": "park"},
+        "landmark": {"category": "indoor", "fine_category": "living room"},
         "affordances": [
-            {"category": "seating", "description": "sit", "object_ids": [2], "labels": ["bench"]},
-            {"category": "play", "description": "play", "object_ids": [1, 3], "labels": ["dog", "kite"]},
-            {"category": "drink", "description": "drink", "object_ids": [4], "labels": ["cup"]},
+            {"category": "pet", "description": "pet", "object_ids": [1, 6], "labels": ["dog"]},
+            {"category": "eat", "description": "eat at", "object_ids": [5], "labels": ["table"]},
         ],
+        "relationships": [
+            {"phrase": "a man", "object_ids": [0]},
+            {"phrase": "the sky", "object_ids": [3, 4]},
+            {"phrase": "a big dog", "object_ids": [6, 1]},
+        ],
+        "captions": ["A man and a dog", "a man with his dog under the sky"],
     }
 
 
-def _ph(caption_index, noun, phrase, box, score=0.9):
-    return {"caption_index": caption_index, "noun": noun, "phrase": phrase, "start": 0, "end": len(phrase),
-            "box": box, "score": score}  # fmt: skip
-
-
-CAPTIONS = ["a man in a red shirt and two balloons", "A man in a red shirt flies a red kite."]
-
-PHRASES = [
-    _ph(1, "kite", "a red  kite", [302, 300, 400, 400]),  # VLM entry listed first: BLIP-2 entries still go first
-    _ph(0, "man", "a man in a red shirt", [2, 2, 100, 100]),
-    _ph(0, "Balloons", "Two  Balloons", [500, 0, 600, 50]),
-    _ph(0, "dog", "a brown dog", None),  # not grounded
-    _ph(1, "man", "A man in a red shirt", [0, 0, 100, 98]),
-    _ph(1, "puppy", "a small puppy", [205, 0, 300, 100]),
-    _ph(1, "sphere", "a sphere", [500, 0, 600, 52]),
-    _ph(1, "toy", "a toy", [300, 300, 399, 400]),
-    _ph(1, "thing", "a thing", [10, 10, 20, 20]),
-    _ph(1, "speck", "a speck", [5, 5, 5, 9]),  # zero area: not grounded
-    _ph(1, "mug", "a white mug", [600, 600, 700, 690]),
+DESCRIPTIONS = [
+    {"object_id": 0, "description": "ASSISTANT: a man waving"},
+    {"object_id": 1, "description": "a brown dog"},
+    {"object_id": 2, "description": "a wooden table"},  # equals an existing attribute: not repeated
+]
+ASSIGNMENTS = [{"object_id": 0, "label": "man", "score": 0.7}, {"object_id": 6, "label": "dog", "score": 0.6}]
+DEPTHS = [{"object_id": i, "depth": 1.5 * i, "depth_note": "box"} for i in range(8)] + [
+    {"object_id": 8, "depth": float("nan"), "depth_note": "box"}
 ]
 
 
-def test_merge_level2_hand_checked():
-    src = level1_row()
+def test_assemble_level2_hand_checked():
+    src = link_row()
     before = copy.deepcopy(src)
-    out = merge_level2(src, CAPTIONS, PHRASES)
+    out = assemble_level2(src, DESCRIPTIONS, ASSIGNMENTS, DEPTHS)
     assert src == before  # input untouched
 
-    # Floating 3 (kite) and 4 (cup) were confirmed by groundings -> promoted, in floating order, ids 2 and 3.
-    # Floating 2 (bench) was not -> first remaining floating object, id 4; caption-made objects follow.
-    objects = out["objects"]
-    assert [o["id"] for o in objects] == [0, 1, 2, 3]
-    assert objects[0] == _obj(
-        0, [0, 0, 100, 100], ["person"], 0.9, ["detect_lvis", "detect_closed"], ["a man in a red shirt"]
-    )
-    assert objects[1] == _obj(1, [200, 0, 300, 100], ["dog"], 0.8, ["detect_lvis", "detect_ov"])
-    # kite: its own noun is not appended again (the reference's ["kite", "kite"]); "toy" is new.
-    assert objects[2] == _obj(2, [300, 300, 400, 400], ["kite", "toy"], 0.4, ["detect_ov2", "ground_phrases"])
-    assert objects[3] == _obj(3, [600, 600, 700, 700], ["cup", "mug"], 0.3, ["detect_closed", "ground_phrases"])
-
-    floating = out["floating_objects"]
-    assert [o["id"] for o in floating] == [4, 5, 6]
-    assert floating[0] == _obj(4, [0, 200, 100, 300], ["bench"], 0.5, ["detect_ov"])
-    # "Two  Balloons" matched nothing -> new floating object; "a sphere" then linked to it (noun added) but
-    # an object made from the captions alone is not promoted.
-    assert floating[1] == _obj(
-        5, [500, 0, 600, 50], ["balloons", "sphere"], None, ["ground_phrases"], ["two balloons"]
-    )
-    assert floating[2] == _obj(6, [10, 10, 20, 20], ["thing"], None, ["ground_phrases"], ["a thing"])
-
+    objects, floating = out["objects"], out["floating_objects"]
+    assert [o["id"] for o in objects] == [0, 1, 2, 3, 4]
+    assert [o["id"] for o in floating] == [5, 6, 7, 8]
+    # Which old object sits at each new id: its box tells.
+    assert [o["bbox"] for o in objects + floating] == [
+        [0, 0, 100, 100],
+        [200, 0, 300, 100],
+        [0, 0, 500, 500],
+        [0, 100, 1000, 800],  # old 4
+        [50, 50, 950, 750],  # old 6
+        [0, 0, 1000, 700],  # old 3
+        [0, 0, 900, 600],  # old 5
+        [10, 10, 20, 20],  # old 7
+        [0, 0, 1000, 800],  # old 8
+    ]
+    # Region descriptions first, region-caption attributes after, no duplicate.
+    assert objects[0]["attributes"] == ["a man waving", "a man in a red shirt", "a person standing"]
+    assert objects[1]["attributes"] == ["a brown dog"]
+    assert objects[2]["attributes"] == ["a wooden table", "round"]
+    assert floating[2]["attributes"] == ["two women"]
+    # Labels: CLIP choice, else labels[0]; person words normalised; label ∈ labels.
+    assert [o["label"] for o in objects + floating] == [
+        "person",
+        "dog",
+        "table",
+        "sky",
+        "dog",
+        "sky",
+        "table",
+        "persons",
+        None,
+    ]
+    assert objects[0]["labels"] == ["person", "man"]  # "person" already there: nothing appended
+    assert floating[2]["labels"] == ["women", "persons"] and floating[2]["qualifiers"] == ["", ""]
+    assert objects[4]["labels"] == ["puppy", "dog"]
+    # Depth joined under the old ids, before renumbering; NaN never stored.
+    assert [o["depth"] for o in objects + floating] == [0.0, 1.5, 3.0, 6.0, 9.0, 4.5, 7.5, 10.5, None]
+    assert floating[3]["depth_note"] == "no finite depth in region"
+    # Every id-bearing field remapped.
     assert out["relationships"] == [
-        {"phrase": "a man in a red shirt", "object_ids": [0]},  # both captions' man phrases merged
-        {"phrase": "two balloons", "object_ids": [5]},
-        {"phrase": "a red kite", "object_ids": [2]},
-        {"phrase": "a small puppy", "object_ids": [1]},
-        {"phrase": "a sphere", "object_ids": [5]},
-        {"phrase": "a toy", "object_ids": [2]},
-        {"phrase": "a thing", "object_ids": [6]},
-        {"phrase": "a white mug", "object_ids": [3]},
+        {"phrase": "a man", "object_ids": [0]},
+        {"phrase": "the sky", "object_ids": [5, 3]},
+        {"phrase": "a big dog", "object_ids": [4, 1]},
     ]
-    # Old ids 2 -> 4, 3 -> 2, 4 -> 3; object_ids kept sorted.
-    assert out["affordances"] == [
-        {"category": "seating", "description": "sit", "object_ids": [4], "labels": ["bench"]},
-        {"category": "play", "description": "play", "object_ids": [1, 2], "labels": ["dog", "kite"]},
-        {"category": "drink", "description": "drink", "object_ids": [3], "labels": ["cup"]},
-    ]
-    assert out["captions"] == CAPTIONS
-    assert "id_counter" not in out
-    for key in ("image_id", "width", "height", "floating_attributes", "landmark"):
+    assert [a["object_ids"] for a in out["affordances"]] == [[1, 4], [6]]
+    for key in ("image_id", "width", "height", "floating_attributes", "landmark", "captions"):
         assert out[key] == before[key]
     assert validate_annotation(out, 2) == []
 
 
-def test_best_object_wins_not_first():
-    # Phrase box [0,0,100,89]: IoU 8900/10000 = 0.89 with object 0, 8900/9000 = 0.989 with object 1.
-    row = level1_row()
-    row["objects"] = [
-        _obj(0, [0, 0, 100, 100], ["person"], 0.9, ["detect_lvis"]),
-        _obj(1, [0, 0, 100, 90], ["person"], 0.8, ["detect_lvis"]),
+def test_person_table_is_symmetric():
+    # The reference's table lacked "female" and "males" (§14.42).
+    assert [person_normalise(w) for w in ("female", "females", "male", "males", "Man")] == [
+        "person",
+        "persons",
+        "person",
+        "persons",
+        "person",
     ]
-    row["floating_objects"], row["affordances"] = [], []
-    out = merge_level2(row, CAPTIONS, [_ph(0, "man", "a man", [0, 0, 100, 89])])
-    assert out["relationships"] == [{"phrase": "a man", "object_ids": [1]}]
-    assert out["floating_objects"] == []
 
 
-def test_threshold_is_strict_and_configurable():
-    # Phrase box [0,0,100,75] vs object [0,0,100,100]: IoU exactly 0.75 -> not > 0.75 -> a new floating object.
-    row = level1_row()
-    row["objects"] = [_obj(0, [0, 0, 100, 100], ["person"], 0.9, ["detect_lvis"])]
-    row["floating_objects"], row["affordances"] = [], []
-    phrases = [_ph(0, "man", "a man", [0, 0, 100, 75])]
-    out = merge_level2(row, CAPTIONS, phrases)
-    assert out["relationships"] == [{"phrase": "a man", "object_ids": [1]}]
-    assert [o["labels"] for o in out["floating_objects"]] == [["man"]]
-    out = merge_level2(row, CAPTIONS, phrases, iou_threshold=0.7)
-    assert out["relationships"] == [{"phrase": "a man", "object_ids": [0]}]
-    assert out["floating_objects"] == []
+def test_promotion_without_objects_and_ties():
+    floating = [_obj(0, [0, 0, 1000, 800], ["sky"], 0.5), _obj(1, [0, 0, 1000, 800], ["sky"], 0.5)]
+    for o in floating:
+        o["label"] = "sky"
+    assert promote_big_boxes([], floating, 1000, 800) == [0]  # tie: the first wins
+    floating[1]["score"] = None
+    floating[0]["score"] = None
+    assert promote_big_boxes([], floating, 1000, 800) == [0]  # no object has the label: promoted without a score
+    # Exactly 50 % is not "more than 50 %".
+    half = [_obj(0, [0, 0, 500, 800], ["wall"], 0.9)]
+    half[0]["label"] = "wall"
+    assert promote_big_boxes([], half, 1000, 800) == []
+    assert promote_big_boxes([], half, 1000, 800, area_fraction=0.49) == [0]
 
 
-def test_object_and_floating_linked_independently():
-    # Box [0,0,100,97]: IoU 0.97 with object 0 [0,0,100,100] and 9500/9700 = 0.979 with floating 1 [0,0,100,95].
-    row = level1_row()
-    row["objects"] = [_obj(0, [0, 0, 100, 100], ["person"], 0.9, ["detect_lvis"])]
-    row["floating_objects"] = [_obj(1, [0, 0, 100, 95], ["man"], 0.4, ["detect_ov"])]
-    row["affordances"] = []
-    out = merge_level2(row, CAPTIONS, [_ph(0, "man", "a tall man", [0, 0, 100, 97])])
-    assert out["relationships"] == [{"phrase": "a tall man", "object_ids": [0, 1]}]
-    assert [(o["id"], o["labels"]) for o in out["objects"]] == [(0, ["person"]), (1, ["man"])]
-    assert out["floating_objects"] == []
+@pytest.mark.parametrize(
+    ("kind", "entries", "message"),
+    [
+        ("descriptions", [{"object_id": 4, "description": "sky"}], "not an object"),
+        ("assignments", [{"object_id": 6, "label": "cat", "score": 0.5}], "not one of its labels"),
+        ("assignments", [{"object_id": 42, "label": "cat", "score": 0.5}], "does not exist"),
+        ("depths", DEPTHS[:-1], r"no entry for ids \[8\]"),
+    ],
+)
+def test_inconsistent_side_tables_raise(kind, entries, message):
+    kwargs = {"descriptions": DESCRIPTIONS, "assignments": ASSIGNMENTS, "depths": DEPTHS, kind: entries}
+    with pytest.raises(ValueError, match=message):
+        assemble_level2(link_row(), **kwargs)
 
 
-def test_phrase_box_clipped_to_image():
-    # The box sticks out of the 1000x800 image; the new floating object keeps the clipped box.
-    row = level1_row()
-    out = merge_level2(row, CAPTIONS, [_ph(0, "sky", "the blue sky", [-50, -10, 1200, 90])])
-    assert out["floating_objects"][-1]["bbox"] == [0.0, 0.0, 1000.0, 90.0]
-    assert out["floating_objects"][-1]["id"] == 5
-    assert validate_annotation(out, 2) == []
+def _unit(rows, descriptions):
+    ids = [r["image_id"] for r in rows]
 
+    def side(schema, column, values):
+        return pa.Table.from_pylist([{"image_id": i, column: values[i]} for i in ids], schema=schema)
 
-def test_no_phrases_keeps_level1_and_adds_empty_relationships():
-    row = level1_row()
-    out = merge_level2(row, CAPTIONS, [])
-    assert out["relationships"] == []
-    assert out["objects"] == row["objects"]
-    assert out["floating_objects"] == row["floating_objects"]
-    assert out["affordances"] == row["affordances"]
-
-
-def test_bad_level1_ids_raise():
-    row = level1_row()
-    row["floating_objects"][0]["id"] = 1
-    with pytest.raises(ValueError, match="id 1 is used by more than one object"):
-        merge_level2(row, CAPTIONS, [])
-    row = level1_row()
-    row["affordances"][0]["object_ids"] = [9]
-    with pytest.raises(ValueError, match="names object id 9"):
-        merge_level2(row, CAPTIONS, [])
-
-
-# -- the stage ----------------------------------------------------------------------------------------------
-
-CAPTION_SCHEMA = pa.schema([("image_id", pa.string()), ("caption", pa.string()), ("caption_normalised", pa.string())])
-
-
-def _unit(level1_rows, phrases_by_image):
-    from grand_engine.schema import BOX
-
-    ids = [r["image_id"] for r in level1_rows]
-    level1_schema = pa.schema([LEVEL2_SCHEMA.field(n) for n in LEVEL2_SCHEMA.names[:8]])
-    phrase_type = pa.struct(
-        [
-            ("caption_index", pa.int8()),
-            ("noun", pa.string()),
-            ("phrase", pa.string()),
-            ("start", pa.int32()),
-            ("end", pa.int32()),
-            ("box", BOX),
-            ("score", pa.float32()),
-        ]
-    )
     return UnitInput(
         "shard/00000",
         pa.table({"image_id": ids}),
         {
-            "level1": pa.Table.from_pylist(level1_rows, schema=level1_schema),
-            "caption_blip2": pa.Table.from_pylist(
-                [{"image_id": i, "caption": CAPTIONS[0], "caption_normalised": CAPTIONS[0]} for i in ids],
-                schema=CAPTION_SCHEMA,
-            ),
-            "caption_vlm": pa.Table.from_pylist(
-                [{"image_id": i, "caption": CAPTIONS[1], "caption_normalised": CAPTIONS[1]} for i in ids],
-                schema=CAPTION_SCHEMA,
-            ),
-            "ground_phrases": pa.Table.from_pylist(
-                [{"image_id": i, "phrases": phrases_by_image[i]} for i in ids],
-                schema=pa.schema([("image_id", pa.string()), ("phrases", pa.list_(phrase_type))]),
-            ),
+            "link_phrases": pa.Table.from_pylist(rows, schema=LEVEL2_SCHEMA),
+            "region_attributes": side(REGION_ATTRIBUTES_SCHEMA, "descriptions", descriptions),
+            "label_assign": side(LABEL_ASSIGN_SCHEMA, "assignments", dict.fromkeys(ids, ASSIGNMENTS)),
+            "object_depth": side(OBJECT_DEPTH_SCHEMA, "depths", dict.fromkeys(ids, DEPTHS)),
         },
     )
 
 
-def test_stage_end_to_end_and_error_row():
-    good = level1_row()
-    bad = level1_row()
-    bad["image_id"] = "img1"
-    bad["affordances"][1]["object_ids"] = [1, 7]  # stale id: that image becomes an error row
-    unit = _unit([good, bad], {"img0": PHRASES, "img1": PHRASES})
+def test_stage_error_row_and_scene_graph_on_its_output():
+    rows = [link_row("img0"), link_row("img1")]
+    descriptions = {"img0": DESCRIPTIONS, "img1": [{"object_id": 7, "description": "women"}]}
     stage = Level2.configure()
-    assert stage.inputs() == ("level1", "caption_blip2", "caption_vlm", "ground_phrases")
-    result = stage.process(unit)
+    assert stage.inputs() == ("link_phrases", "region_attributes", "label_assign", "object_depth")
+    result = stage.process(_unit(rows, descriptions))
     assert result.table.schema.equals(LEVEL2_SCHEMA, check_metadata=False)
-    rows = result.table.to_pylist()
-    assert [r["image_id"] for r in rows] == ["img0"]
+    assert [r["image_id"] for r in result.table.to_pylist()] == ["img0"]
     assert [(e.image_id, e.error_type) for e in result.errors] == [("img1", "ValueError")]
-    assert "object id 7" in result.errors[0].message
-    row = rows[0]
-    assert [o["id"] for o in row["objects"]] == [0, 1, 2, 3]
-    assert [o["labels"] for o in row["objects"]] == [["person"], ["dog"], ["kite", "toy"], ["cup", "mug"]]
-    assert [o["id"] for o in row["floating_objects"]] == [4, 5, 6]
-    assert row["relationships"][0] == {"phrase": "a man in a red shirt", "object_ids": [0]}
-    assert [a["object_ids"] for a in row["affordances"]] == [[4], [1, 2], [3]]
-    assert row["captions"] == CAPTIONS
+    row = result.table.to_pylist()[0]
     assert validate_annotation(row, 2) == []
+    assert row["objects"][3]["depth"] == pytest.approx(6.0)
+    assert math.isnan(DEPTHS[-1]["depth"]) and row["floating_objects"][3]["depth"] is None
+
+    graph = SceneGraph.configure().process(
+        UnitInput("shard/00000", pa.table({"image_id": ["img0"]}), {"level2": result.table})
+    )
+    assert graph.errors == []
+    text = graph.table.to_pylist()[0]["text"]
+    assert graph.table.to_pylist()[0]["num_objects"] == 5
+    assert "person/a man waving" in text and "dog/a brown dog" in text
+    assert "the sky, Group Ids:" in text
 
 
-def test_stage_parameter_names():
-    assert Level2.param_names() == ["iou_threshold", "check_invariants"]
-    with pytest.raises(ValueError, match="no parameter"):
-        Level2.configure({"iou": 0.5})
+def test_parameters():
+    assert Level2.param_names() == ["promote_area_fraction", "check_invariants"]
+    assert Level2.configure().promote_area_fraction == 0.5

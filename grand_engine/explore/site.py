@@ -1,0 +1,652 @@
+"""``grand-engine show``: a static HTML explorer of a run's annotations, and single PNG overlays.
+
+The site (``DIR/index.html``, ``DIR/images/<id>.html``, ``DIR/assets``, ``DIR/media``, ``DIR/thumbs``) needs no
+server: pages embed their data as JSON and draw masks and boxes on a canvas with ``assets/explorer.js``, so it
+works from ``file://``. The index lists the images with thumbnails (masks drawn in), object and mask counts and
+the dense caption's verification status. An image page shows the picture with toggleable mask and box overlays
+coloured per object, the objects table, the captions with grounded phrases highlighted and linked to their masks,
+the scene graph by depth layer (``scene_graph`` side table), and the extra context (level 4), landmark,
+affordances and relationships. Images are read one unit at a time.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import html
+import json
+import re
+import shutil
+import string
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grand_engine.explore.cli import DEFAULT_IMAGES
+from grand_engine.grandf.reader import MissingStageError, done_units, image_info, iter_rows, read_unit
+from grand_engine.io.store import OutputStore
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+LEVEL_STAGES = ("level4", "level3", "level2", "level1")
+
+THUMB_SIDE = 320
+GOLDEN_ANGLE = 137.50776405
+
+
+def object_color(oid: int) -> tuple[int, int, int]:
+    """A distinct, stable colour per object id (golden-angle hues)."""
+    hue = (int(oid) * GOLDEN_ANGLE) % 360 / 360
+    r, g, b = colorsys.hls_to_rgb(hue, 0.55, 0.8)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def hex_color(oid: int) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*object_color(oid))
+
+
+def _template(name: str) -> string.Template:
+    return string.Template((TEMPLATES / name).read_text(encoding="utf-8"))
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _slug(image_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", image_id) or "_"
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageData:
+    """Everything shown about one image."""
+
+    unit_id: str
+    row: dict[str, Any]
+    image: dict[str, Any]
+    scene_graph: dict[str, Any] | None = None
+    grandf: dict[str, Any] | None = None
+
+    @property
+    def image_id(self) -> str:
+        return self.row["image_id"]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        h = self.row.get("height") if self.row.get("height") is not None else self.image.get("height")
+        w = self.row.get("width") if self.row.get("width") is not None else self.image.get("width")
+        return int(h or 1), int(w or 1)
+
+    def entries(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(kind, object)`` for every object then every floating object."""
+        return [("object", o) for o in self.row.get("objects") or []] + [
+            ("floating", o) for o in self.row.get("floating_objects") or []
+        ]
+
+    def mask_of(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        seg = obj.get("segmentation")
+        if seg is None or seg.get("counts") is None or list(seg.get("size") or []) != list(self.size):
+            return None
+        return seg
+
+
+def pick_stage(store: OutputStore, level: int | None) -> str:
+    """``level<N>``, or the highest level with a completed unit when ``level`` is None."""
+    candidates = (f"level{level}",) if level else LEVEL_STAGES
+    for stage in candidates:
+        if done_units(store, stage):
+            return stage
+    raise MissingStageError(f"{store.uri} has no completed unit of {' / '.join(candidates)}; run the pipeline first")
+
+
+def select_images(store: OutputStore, stage: str, limit: int | None, image_id: str | None) -> list[tuple[str, str]]:
+    """``(unit_id, image_id)`` of the images to show, in unit order (reads only the ``image_id`` column)."""
+    out: list[tuple[str, str]] = []
+    for unit_id in done_units(store, stage):
+        ids = read_unit(store, stage, unit_id, columns=["image_id"]).column("image_id").to_pylist()
+        for i in ids:
+            if image_id is not None and i != image_id:
+                continue
+            out.append((unit_id, i))
+            if limit is not None and len(out) >= limit:
+                return out
+        if image_id is not None and out:
+            return out
+    if image_id is not None and not out:
+        raise MissingStageError(f"image {image_id!r} is not in the {stage} table of {store.uri}")
+    return out
+
+
+def iter_images(store: OutputStore, stage: str, selected: list[tuple[str, str]]) -> Iterator[ImageData]:
+    """The selected images with their side tables, one unit read at a time."""
+    by_unit: dict[str, list[str]] = {}
+    for unit_id, image_id in selected:
+        by_unit.setdefault(unit_id, []).append(image_id)
+    for unit_id, ids in by_unit.items():
+        wanted = set(ids)
+        images = image_info(store, unit_id)
+        side: dict[str, dict[str, dict[str, Any]]] = {}
+        for name in ("scene_graph", "grandf"):
+            try:
+                side[name] = {r["image_id"]: r for r in iter_rows(read_unit(store, name, unit_id))}
+            except FileNotFoundError:
+                side[name] = {}
+        for row in iter_rows(read_unit(store, stage, unit_id)):
+            if row["image_id"] in wanted:
+                yield ImageData(
+                    unit_id,
+                    row,
+                    images.get(row["image_id"]) or {},
+                    side["scene_graph"].get(row["image_id"]),
+                    side["grandf"].get(row["image_id"]),
+                )
+
+
+def load_pixels(image: dict[str, Any]) -> np.ndarray | None:
+    """The picture of an ``images`` row, or None when its shard cannot be read any more."""
+    from grand_engine.runtime.executor import load_pixels as _load
+
+    if not image.get("source"):
+        return None
+    try:
+        return _load(image)
+    except Exception:  # noqa: BLE001 - a moved or damaged shard must not stop the site
+        return None
+
+
+# -- PNG overlays -------------------------------------------------------------------------------------
+
+
+def render_overlay(
+    data: ImageData,
+    pixels: np.ndarray | None,
+    *,
+    masks: bool = True,
+    boxes: bool = True,
+    labels: bool = True,
+    floating: bool = True,
+    alpha: float = 0.45,
+) -> np.ndarray:
+    """The picture (grey when missing) with every mask blended in and boxes drawn, ``H×W×3`` uint8."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from grand_engine.io import rle
+
+    h, w = data.size
+    base = np.full((h, w, 3), 96, dtype=np.uint8) if pixels is None or pixels.shape[:2] != (h, w) else pixels
+    out = base.astype(np.float32)
+    entries = [(k, o) for k, o in data.entries() if floating or k == "object"]
+    if masks:
+        with_masks = [(o, data.mask_of(o)) for _, o in entries]
+        with_masks = [(o, m) for o, m in with_masks if m is not None]
+        decoded = [(o, rle.decode(m)) for o, m in with_masks]
+        for obj, mask in sorted(decoded, key=lambda t: -int(t[1].sum())):
+            color = np.array(object_color(obj["id"]), dtype=np.float32)
+            out[mask] = out[mask] * (1 - alpha) + color * alpha
+    im = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    if boxes:
+        draw = ImageDraw.Draw(im)
+        width = max(2, round(max(h, w) / 320))
+        try:
+            font = ImageFont.load_default(size=max(11, round(max(h, w) / 55)))
+        except TypeError:  # Pillow < 10.1
+            font = ImageFont.load_default()
+        for kind, obj in entries:
+            box = obj.get("bbox")
+            if box is None:
+                continue
+            color = object_color(obj["id"])
+            x1, y1, x2, y2 = (float(v) for v in box)
+            draw.rectangle([x1, y1, x2, y2], outline=color, width=width if kind == "object" else max(1, width // 2))
+            if labels:
+                text = f"{obj['id']} {_label(obj)}"
+                tx, ty = x1, max(0.0, y1 - font.size - 4 if hasattr(font, "size") else y1 - 14)
+                left, top, right, bottom = draw.textbbox((tx + 3, ty + 2), text, font=font)
+                draw.rectangle([tx, ty, right + 3, bottom + 2], fill=color)
+                draw.text((tx + 3, ty + 2), text, fill=(0, 0, 0), font=font)
+    return np.asarray(im)
+
+
+def write_png(path: str | Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format="PNG")
+
+
+def _save_jpeg(path: Path, array: np.ndarray, max_side: int | None = None) -> None:
+    from PIL import Image
+
+    im = Image.fromarray(array)
+    if max_side and max(im.size) > max_side:
+        im.thumbnail((max_side, max_side))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, format="JPEG", quality=88)
+
+
+# -- HTML fragments -----------------------------------------------------------------------------------
+
+
+def _label(obj: dict[str, Any]) -> str:
+    labels = [x for x in obj.get("labels") or [] if x]
+    return obj.get("label") or (labels[0] if labels else "?")
+
+
+def _score(value: Any) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{float(value):.2f}"
+
+
+def _chip(oid: int, text: str) -> str:
+    return f'<span class="chip" style="--c:{hex_color(oid)}" data-ids="{int(oid)}">{_e(text)}</span>'
+
+
+def _ids_attr(ids: list[int]) -> str:
+    return " ".join(str(int(i)) for i in ids)
+
+
+def highlight(caption: str, details: list[dict[str, Any]], masked: set[int]) -> tuple[str, list[dict[str, Any]]]:
+    """``caption`` as HTML with each grounded span in a ``<mark>`` linked to its ids; also the details that
+    could not be shown inline (no span, or nested in a span already shown)."""
+    spans = []
+    rest = []
+    for det in details or []:
+        span = det.get("tokens_positive")
+        ids = [int(i) for i in det.get("ids") or [] if i is not None]
+        if span is None or not (0 <= span[0] < span[1] <= len(caption)):
+            rest.append(det)
+            continue
+        spans.append((int(span[0]), int(span[1]), ids, det))
+    spans.sort(key=lambda s: (s[0], -s[1]))
+    parts: list[str] = []
+    pos = 0
+    for start, end, ids, det in spans:
+        if start < pos:
+            rest.append(det)
+            continue
+        parts.append(_e(caption[pos:start]))
+        color = hex_color(ids[0]) if ids else "#999999"
+        cls = "phrase" if any(i in masked for i in ids) else "phrase nomask"
+        title = f"ids {', '.join(map(str, ids))}" + ("" if "nomask" not in cls else " (no mask)")
+        parts.append(
+            f'<mark class="{cls}" style="--c:{color}" data-ids="{_ids_attr(ids)}" title="{_e(title)}">'
+            f"{_e(caption[start:end])}</mark>"
+        )
+        pos = end
+    parts.append(_e(caption[pos:]))
+    return "".join(parts), rest
+
+
+def _other_details(rest: list[dict[str, Any]]) -> str:
+    if not rest:
+        return ""
+    items = ", ".join(
+        f'<span class="chip" style="--c:#999" data-ids="{_ids_attr([int(i) for i in d.get("ids") or []])}">'
+        f"{_e(d.get('phrase'))}</span>"
+        for d in rest
+    )
+    return f'<div class="dropped">also grounded (nested or without span): {items}</div>'
+
+
+def captions_panel(data: ImageData, masked: set[int]) -> str:
+    row = data.row
+    out = ['<section class="panel" id="captions"><h2>Captions</h2>']
+    dense = row.get("dense_caption")
+    if dense and dense.get("caption"):
+        status = (dense.get("verification") or {}).get("status") or "none"
+        text, rest = highlight(dense["caption"], dense.get("details") or [], masked)
+        out.append(f'<h3>Dense caption <span class="badge {_e(status)}">{_e(status)}</span></h3>')
+        out.append(f'<p class="caption-text" id="dense-caption">{text}</p>{_other_details(rest)}')
+        ver = dense.get("verification") or {}
+        checklist = ver.get("checklist") or []
+        if checklist:
+            rows = "".join(
+                f"<tr><td>{_e(c.get('item'))}</td><td>{_e(c.get('verdict'))}</td><td>{_e(c.get('evidence'))}</td>"
+                f"<td>{_score(c.get('score'))}</td></tr>"
+                for c in checklist
+            )
+            out.append(
+                f"<details><summary>verification: {_e(ver.get('items_confirmed'))}/{_e(ver.get('items_checked'))} "
+                f"items confirmed, {_e(ver.get('rounds'))} regeneration(s)</summary>"
+                f'<table class="objects"><tr><th>item</th><th>verdict</th><th>evidence</th><th>score</th></tr>'
+                f"{rows}</table></details>"
+            )
+    else:
+        out.append('<p class="muted">no dense caption</p>')
+    gf = data.grandf
+    if gf is not None:
+        dropped = ", ".join(f"{_e(d['phrase'])} ({_e(d['reason'])})" for d in gf.get("dropped_phrases") or [])
+        state = "exported" if gf.get("skip_reason") is None else f"not exported: {_e(gf['skip_reason'])}"
+        out.append(
+            f'<div class="dropped">GranD-f record: {len(gf.get("groundings") or [])} phrases with masks, {state}'
+            + (f"; dropped: {dropped}" if dropped else "")
+            + "</div>"
+        )
+    shorts = row.get("short_captions") or []
+    if shorts:
+        out.append('<h3>Short captions</h3><ul class="plain">')
+        for s in shorts:
+            if s.get("caption") is None:
+                continue
+            text, rest = highlight(s["caption"], s.get("details") or [], masked)
+            out.append(f'<li class="caption-text short-caption">{text}{_other_details(rest)}</li>')
+        out.append("</ul>")
+    elif row.get("captions"):
+        out.append('<h3>Short captions</h3><ul class="plain">')
+        out += [f"<li>{_e(c)}</li>" for c in row["captions"] if c]
+        out.append("</ul>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def objects_panel(data: ImageData) -> str:
+    out = ['<section class="panel" id="objects"><h2>Objects</h2>']
+    for kind, title in (("object", "Objects"), ("floating", "Floating objects")):
+        group = [o for k, o in data.entries() if k == kind]
+        if not group:
+            continue
+        out.append(f"<h3>{title} ({len(group)})</h3>")
+        out.append(
+            '<table class="objects"><tr><th></th><th>id</th><th>label</th><th>score</th><th>depth</th>'
+            "<th>mask</th><th>attributes</th></tr>"
+        )
+        for obj in group:
+            oid = int(obj["id"])
+            has_mask = data.mask_of(obj) is not None
+            attrs = [a for a in obj.get("attributes") or [] if a]
+            score, depth = _score(obj.get("score")), _score(obj.get("depth"))
+            labels = ", ".join(obj.get("labels") or [])
+            out.append(
+                f'<tr class="object {kind}" data-ids="{oid}" data-mask="{int(has_mask)}">'
+                f'<td><input type="checkbox" class="object-toggle" data-id="{oid}" checked '
+                f'title="show object {oid}"></td>'
+                f'<td><span class="swatch" style="--c:{hex_color(oid)}"></span> {oid}</td>'
+                f'<td title="{_e(labels)}">{_e(_label(obj))}</td><td>{score}</td><td>{depth}</td>'
+                f"<td>{_e(obj.get('segmentation_source') or '') if has_mask else '—'}</td>"
+                f"<td>{'; '.join(_e(a) for a in attrs[:2])}{' …' if len(attrs) > 2 else ''}</td></tr>"
+            )
+        out.append("</table>")
+    fa = data.row.get("floating_attributes") or []
+    if fa:
+        out.append(f'<h3>Floating attributes ({len(fa)})</h3><ul class="plain">')
+        for f in fa:
+            box = ", ".join(f"{float(v):.0f}" for v in f.get("bbox") or [])
+            out.append(
+                f'<li>{"; ".join(_e(a) for a in f.get("attributes") or [])} <span class="muted">[{box}]</span></li>'
+            )
+        out.append("</ul>")
+    if not data.entries():
+        out.append('<p class="muted">no objects</p>')
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def scene_graph_panel(data: ImageData) -> str:
+    labels = {int(o["id"]): _label(o) for _, o in data.entries()}
+    sg = data.scene_graph
+    out = ['<section class="panel" id="scene-graph"><h2>Scene graph</h2>']
+    if sg is None:
+        out.append('<p class="muted">no scene_graph table for this image</p></section>')
+        return "\n".join(out)
+    group_ids: dict[int, list[int]] = {}
+    for layer in sg.get("layers") or []:
+        out.append(f'<h3 class="layer">{_e(layer.get("name"))}</h3><ul class="plain">')
+        for group in layer.get("groups") or []:
+            ids = [int(i) for i in group.get("object_ids") or []]
+            group_ids[int(group["group_id"])] = ids
+            chips = " ".join(_chip(i, f"{i} {labels.get(i, '?')}") for i in ids)
+            out.append(
+                f'<li><span class="chip" style="--c:#888" data-ids="{_ids_attr(ids)}">Group {int(group["group_id"])}'
+                f"</span> {chips}</li>"
+            )
+        out.append("</ul>")
+    rels = sg.get("relationships") or []
+    if rels:
+        out.append('<h3>Relationships</h3><ul class="plain">')
+        for rel in rels:
+            gids = [int(g) for g in rel.get("group_ids") or []]
+            ids = sorted({i for g in gids for i in group_ids.get(g, [])})
+            out.append(
+                f'<li><span class="chip" style="--c:#888" data-ids="{_ids_attr(ids)}">{_e(rel.get("phrase"))}</span>'
+                f' <span class="muted">groups {", ".join(map(str, gids))}</span></li>'
+            )
+        out.append("</ul>")
+    if sg.get("text"):
+        out.append(f'<details><summary>rendered text</summary><pre class="sg">{_e(sg["text"])}</pre></details>')
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def context_panel(data: ImageData) -> str:
+    row = data.row
+    labels = {int(o["id"]): _label(o) for _, o in data.entries()}
+    out = ['<section class="panel" id="context"><h2>Context</h2>']
+    landmark = row.get("landmark") or {}
+    if landmark.get("category") or landmark.get("fine_category"):
+        out.append(
+            f"<p><b>Landmark:</b> {_e(landmark.get('category'))}"
+            f"{' / ' + _e(landmark.get('fine_category')) if landmark.get('fine_category') else ''}</p>"
+        )
+    if row.get("additional_context"):
+        out.append(f'<h3>Extra context</h3><p id="additional-context">{_e(row["additional_context"])}</p>')
+    affordances = row.get("affordances") or []
+    if affordances:
+        out.append('<h3>Affordances</h3><ul class="plain">')
+        for a in affordances:
+            chips = " ".join(_chip(int(i), f"{int(i)} {labels.get(int(i), '?')}") for i in a.get("object_ids") or [])
+            out.append(f"<li><b>{_e(a.get('category'))}</b>: {_e(a.get('description'))} {chips}</li>")
+        out.append("</ul>")
+    rels = row.get("relationships") or []
+    if rels:
+        out.append('<h3>Grounded phrases</h3><ul class="plain">')
+        for rel in rels:
+            ids = [int(i) for i in rel.get("object_ids") or []]
+            color = hex_color(ids[0]) if ids else "#999999"
+            out.append(
+                f'<li><span class="chip" style="--c:{color}" data-ids="{_ids_attr(ids)}">'
+                f"{_e(rel.get('phrase'))}</span></li>"
+            )
+        out.append("</ul>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def page_data(data: ImageData) -> dict[str, Any]:
+    """The JSON the image page embeds for ``explorer.js``."""
+    h, w = data.size
+    objects = []
+    for kind, obj in data.entries():
+        mask = data.mask_of(obj)
+        box = obj.get("bbox")
+        objects.append(
+            {
+                "id": int(obj["id"]),
+                "kind": kind,
+                "label": _label(obj),
+                "color": hex_color(obj["id"]),
+                "bbox": None if box is None else [round(float(v), 2) for v in box],
+                "rle": None if mask is None else mask["counts"],
+            }
+        )
+    return {"image_id": data.image_id, "width": w, "height": h, "objects": objects}
+
+
+def _script_json(obj: Any) -> str:
+    """JSON safe inside ``<script>``: no ``<`` (so no ``</script>``), no raw U+2028/2029."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _status(row: dict[str, Any]) -> str:
+    dense = row.get("dense_caption")
+    if not dense or not dense.get("caption"):
+        return "none"
+    return (dense.get("verification") or {}).get("status") or "none"
+
+
+# -- the site -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SiteReport:
+    dest: str
+    stage: str
+    pages: int = 0
+    total_images: int = 0
+    without_pixels: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def index(self) -> Path:
+        return Path(self.dest) / "index.html"
+
+    def summary(self) -> str:
+        note = f"; {len(self.without_pixels)} without readable pixels" if self.without_pixels else ""
+        return f"{self.pages} image pages from {self.stage} ({self.seconds:.1f} s){note}\nopen {self.index.as_uri()}"
+
+
+def build_site(
+    out: str | OutputStore,
+    dest: str | Path,
+    *,
+    images: int | None = DEFAULT_IMAGES,
+    image_id: str | None = None,
+    level: int | None = None,
+    progress: bool = False,
+) -> SiteReport:
+    """Write the explorer for ``images`` images (or the one ``image_id``) of output ``out`` into ``dest``."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    store = out if isinstance(out, OutputStore) else OutputStore(out)
+    stage = pick_stage(store, level)
+    dest = Path(dest)
+    selected = select_images(store, stage, None if image_id else images, image_id)
+    report = SiteReport(dest=str(dest), stage=stage)
+    for sub in ("assets", "images", "media", "thumbs"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    for name in ("explorer.js", "explorer.css"):
+        shutil.copyfile(TEMPLATES / name, dest / "assets" / name)
+
+    slugs: dict[str, str] = {}
+    for _, iid in selected:
+        slug = _slug(iid)
+        while slug in slugs.values():
+            slug += "_"
+        slugs[iid] = slug
+    order = [iid for _, iid in selected]
+    page, card, body = _template("page.html"), _template("card.html"), _template("image_body.html")
+    cards: list[str] = []
+    statuses: dict[str, int] = {}
+    bar = tqdm(total=len(selected), unit="image", desc="explorer", disable=not progress)
+    for data in iter_images(store, stage, selected):
+        iid = data.image_id
+        slug = slugs[iid]
+        pixels = load_pixels(data.image)
+        h, w = data.size
+        if pixels is None:
+            report.without_pixels.append(iid)
+            picture = (
+                f'<div class="nopixels" style="aspect-ratio:{w}/{h}">picture not readable from '
+                f"{_e(data.image.get('source') or 'the images table')}</div>"
+            )
+        else:
+            _save_jpeg(dest / "media" / f"{slug}.jpg", pixels)
+            picture = f'<img src="../media/{slug}.jpg" alt="{_e(iid)}" width="{w}" height="{h}">'
+        _save_jpeg(dest / "thumbs" / f"{slug}.jpg", render_overlay(data, pixels, labels=False), THUMB_SIDE)
+
+        masked = {int(o["id"]) for _, o in data.entries() if data.mask_of(o) is not None}
+        i = order.index(iid)
+        nav = ['<a href="../index.html">index</a>']
+        if i > 0:
+            nav.insert(0, f'<a href="{slugs[order[i - 1]]}.html" rel="prev">← {_e(order[i - 1])}</a>')
+        if i + 1 < len(order):
+            nav.append(f'<a href="{slugs[order[i + 1]]}.html" rel="next">{_e(order[i + 1])} →</a>')
+        status = _status(data.row)
+        statuses[status] = statuses.get(status, 0) + 1
+        content = body.substitute(
+            picture=picture,
+            width=w,
+            height=h,
+            captions=captions_panel(data, masked),
+            objects=objects_panel(data),
+            scene_graph=scene_graph_panel(data),
+            context=context_panel(data),
+            data=_script_json(page_data(data)),
+        )
+        (dest / "images" / f"{slug}.html").write_text(
+            page.substitute(
+                title=_e(f"{iid} — grand-engine explorer"),
+                root="../",
+                heading=_e(iid),
+                subtitle=_e(f"{data.image.get('file_name') or ''} · {w}×{h} · {stage} · unit {data.unit_id}")
+                + f' · <span class="badge {_e(status)}">{_e(status)}</span>',
+                nav=" ".join(nav),
+                body=content,
+            ),
+            encoding="utf-8",
+        )
+        dense = data.row.get("dense_caption") or {}
+        caption = dense.get("caption") or next(iter(data.row.get("captions") or []), "") or ""
+        landmark = data.row.get("landmark") or {}
+        cards.append(
+            card.substitute(
+                image_id=_e(iid),
+                href=f"images/{slug}.html",
+                thumb=f"thumbs/{slug}.jpg",
+                badge=f'<span class="badge {_e(status)}">{_e(status)}</span>',
+                objects=len(data.row.get("objects") or []),
+                floating=len(data.row.get("floating_objects") or []),
+                masks=len(masked),
+                phrases=len(dense.get("details") or []),
+                landmark=_e(" / ".join(x for x in (landmark.get("category"), landmark.get("fine_category")) if x)),
+                caption=_e(caption[:240] + ("…" if len(caption) > 240 else "")),
+            )
+        )
+        report.pages += 1
+        bar.update(1)
+    bar.close()
+
+    from grand_engine.runtime.manifests import iter_records
+
+    report.total_images = sum(r.rows for r in iter_records(store, stage) if r.status == "done")
+    index_body = _template("index_body.html").substitute(
+        output=_e(store.uri),
+        stage=_e(stage),
+        shown=report.pages,
+        total=report.total_images,
+        verification=_e(", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "—"),
+        cards="\n".join(cards),
+    )
+    (dest / "index.html").write_text(
+        page.substitute(
+            title="grand-engine explorer",
+            root="",
+            heading="grand-engine explorer",
+            subtitle=_e(store.uri),
+            nav="",
+            body=index_body,
+        ),
+        encoding="utf-8",
+    )
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def write_overlay_png(
+    out: str | OutputStore, path: str | Path, image_id: str | None = None, level: int | None = None
+) -> str:
+    """Write the overlay of ``image_id`` (default: the first image) as a PNG; return the image id."""
+    store = out if isinstance(out, OutputStore) else OutputStore(out)
+    stage = pick_stage(store, level)
+    selected = select_images(store, stage, 1, image_id)
+    if not selected:
+        raise MissingStageError(f"the {stage} table of {store.uri} has no rows")
+    data = next(iter_images(store, stage, selected))
+    write_png(path, render_overlay(data, load_pixels(data.image)))
+    return data.image_id

@@ -1,0 +1,71 @@
+"""Streaming reads of a run's stage tables: one unit file at a time, never the whole dataset.
+
+Only units whose manifest record says ``done`` are read, so a table left behind by a crash or by
+``grand-engine rerun`` (record removed, file not yet recomputed) is never exported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from grand_engine.io.store import OutputStore
+from grand_engine.runtime.manifests import data_path, iter_records
+
+BATCH_ROWS = 32
+"""Rows converted to Python at a time (a level-4 row with its masks is tens of KB)."""
+
+
+class MissingStageError(LookupError):
+    """The output has no completed unit of a stage an export or the explorer needs."""
+
+
+def done_units(store: OutputStore, stage: str) -> list[str]:
+    """Sorted ids of the units whose ``stage`` record is ``done``."""
+    return sorted({r.unit_id for r in iter_records(store, stage) if r.status == "done"})
+
+
+def require_units(store: OutputStore, stage: str, hint: str = "") -> list[str]:
+    """:func:`done_units`, raising :class:`MissingStageError` naming the stage when there are none."""
+    units = done_units(store, stage)
+    if not units:
+        raise MissingStageError(
+            f"{store.uri} has no completed unit of stage {stage!r}" + (f"; {hint}" if hint else "")
+        )
+    return units
+
+
+def read_unit(store: OutputStore, stage: str, unit_id: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """The ``stage`` table of one unit (optionally only ``columns``)."""
+    table = store.read_table(data_path(stage, unit_id))
+    if columns is not None:
+        table = table.select([c for c in columns if c in table.column_names])
+    return table
+
+
+def image_info(store: OutputStore, unit_id: str) -> dict[str, dict[str, Any]]:
+    """``{image_id: images row}`` of one unit (file name, size and the locator of the pixels)."""
+    try:
+        table = read_unit(store, "images", unit_id)
+    except FileNotFoundError:
+        return {}
+    return {r["image_id"]: r for r in table.to_pylist()}
+
+
+def iter_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
+    """The rows of ``table`` as dicts, converted a few at a time."""
+    for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+        yield from batch.to_pylist()
+
+
+def iter_unit_rows(
+    store: OutputStore, stage: str, units: Sequence[str], with_images: bool = True
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+    """``(unit_id, row, images row or None)`` for every row of ``stage`` over ``units``, unit by unit."""
+    for unit_id in units:
+        table = read_unit(store, stage, unit_id)
+        images = image_info(store, unit_id) if with_images else {}
+        for row in iter_rows(table):
+            yield unit_id, row, images.get(row["image_id"])

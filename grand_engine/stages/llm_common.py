@@ -1,0 +1,325 @@
+"""Shared helpers of the LLM stages (``dense_caption``, ``verify``, ``extra_context``; spec §4.2–§5).
+
+* **Prompts** are files under ``prompts/`` filled with ``string.Template`` (:func:`render_prompt`); code never
+  concatenates prompt text. The in-context examples (two made-up scenes, each with a level-2 style annotation,
+  a dense caption and an extra-context paragraph) are ``prompts/in_context_examples.json``
+  (:func:`in_context_examples`).
+* **Seeds** (§14.24: the reference sampled unseeded): every conversation gets
+  ``stable_seed(seed, image_id, purpose…)`` — the first 8 bytes of the SHA-256 of the parts joined by
+  ``"\\x1f"``, modulo ``2**31``. ``seed`` is the stage's ``seed`` parameter (set it to the manifest's ``seed``);
+  the hash is stable across processes and Python versions (unlike ``hash()``), so a rerun reproduces every
+  completion, whatever batch the image lands in (the LLM adapter seeds each conversation separately).
+* **Generation rules** (:func:`generate`), applied to every completion (§14.23: the reference silently dropped
+  every completion cut at 512 tokens):
+
+  1. the text is stripped; with ``single_paragraph`` (captions and paragraphs, not the JSON checklist) it is cut
+     at the first blank line that follows a complete sentence (small models go on with a second, unasked-for
+     block); a completion with more than ``max_sentences`` sentences (when set) is cut after that sentence. Either
+     cut is reported as ``finish_reason = "trimmed"`` — also when the token limit cut the completion, since the
+     cut part would be dropped anyway;
+  2. a completion cut by the token limit (``"length"``) is retried **once** with ``retry_max_tokens`` and the
+     same seed (the adapter's per-conversation sampler then re-draws the same prefix and continues it);
+  3. an empty completion is retried **once** with a new seed (``stable_seed(seed, "retry")``) and the same limit;
+  4. a completion still cut after its retry is an error (``TruncatedCompletion``), or with
+     ``accept_truncated`` kept with ``finish_reason = "length"``; still empty, an error (``EmptyCompletion``).
+     Errors become error rows (``_errors/<stage>``), never silently dropped.
+
+* :func:`run_batches` is ``Stage.batched`` for functions that may also return an :class:`ErrorRecord` for an
+  image (a model-output fault) instead of a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from grand_engine.resources import prompt_file
+from grand_engine.runtime.stage import ErrorRecord, Stage, StageResult, UnitInput
+
+Conversation = list[dict[str, str]]
+
+EXAMPLES_FILE = "in_context_examples.json"
+"""The two made-up in-context scenes shared by the level-3 and level-4 prompts (spec §4.2, §5)."""
+
+FINISH_STOP, FINISH_LENGTH, FINISH_TRIMMED = "stop", "length", "trimmed"
+
+# A sentence ends at ".", "!" or "?" (repeats allowed), optionally followed by closing quotes or brackets,
+# then whitespace or the end of the text.
+_SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s|$)")
+_ENDS_SENTENCE = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*$")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+
+
+# -- prompts -------------------------------------------------------------------------------------------------
+
+
+@cache
+def prompt_template(name: str) -> string.Template:
+    """The ``string.Template`` of ``prompts/<name>`` (read once per process)."""
+    return string.Template(prompt_file(name).read_text(encoding="utf-8"))
+
+
+def render_prompt(name: str, **values: Any) -> str:
+    """``prompts/<name>`` with its ``$placeholders`` filled; a missing value raises ``ValueError`` naming it."""
+    try:
+        return prompt_template(name).substitute({k: str(v) for k, v in values.items()})
+    except KeyError as exc:
+        raise ValueError(f"prompt {name!r} needs a value for ${exc.args[0]}") from None
+
+
+@cache
+def in_context_examples() -> tuple[dict[str, Any], ...]:
+    """The in-context scenes: each has ``annotation`` (a level-2 style row), ``dense_caption`` and
+    ``extra_context`` (the desired outputs)."""
+    data = json.loads(prompt_file(EXAMPLES_FILE).read_text(encoding="utf-8"))
+    scenes = data.get("examples") if isinstance(data, dict) else None
+    if not isinstance(scenes, list) or not scenes:
+        raise ValueError(f"prompt file {EXAMPLES_FILE!r} must hold a non-empty 'examples' list")
+    for i, scene in enumerate(scenes):
+        missing = [k for k in ("annotation", "dense_caption", "extra_context") if k not in scene]
+        if missing:
+            raise ValueError(f"prompt file {EXAMPLES_FILE!r}, example {i}: missing {missing}")
+    return tuple(scenes)
+
+
+def user_turn(text: str) -> Conversation:
+    """A one-message conversation."""
+    return [{"role": "user", "content": text.strip()}]
+
+
+# -- seeds ---------------------------------------------------------------------------------------------------
+
+
+def stable_seed(*parts: Any) -> int:
+    """A seed in ``[0, 2**31)`` from the SHA-256 of ``parts`` (stable across processes and platforms)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % (2**31)
+
+
+# -- sentences -----------------------------------------------------------------------------------------------
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text``; a trailing piece without end punctuation counts as one (unfinished) sentence."""
+    out: list[str] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        piece = text[start : match.end()].strip()
+        if piece:
+            out.append(piece)
+        start = match.end()
+    rest = text[start:].strip()
+    if rest:
+        out.append(rest)
+    return out
+
+
+def complete_sentences(text: str) -> int:
+    """How many sentences of ``text`` end with ``.``, ``!`` or ``?``."""
+    return sum(1 for s in split_sentences(text) if _SENTENCE_END.search(s))
+
+
+def cut_sentences(text: str, limit: int) -> str:
+    """``text`` up to the end of its ``limit``-th complete sentence (unchanged when it has fewer)."""
+    for n, match in enumerate(_SENTENCE_END.finditer(text), start=1):
+        if n == limit:
+            return text[: match.end()].strip()
+    return text.strip()
+
+
+# -- generation ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling and the retry rules of one kind of completion (see the module docstring)."""
+
+    max_tokens: int
+    retry_max_tokens: int
+    temperature: float
+    top_p: float
+    max_sentences: int | None = None
+    accept_truncated: bool = False
+    single_paragraph: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.retry_max_tokens <= self.max_tokens:
+            raise ValueError(
+                f"retry_max_tokens ({self.retry_max_tokens}) must be larger than max_tokens ({self.max_tokens})"
+            )
+        if self.max_sentences is not None and self.max_sentences < 1:
+            raise ValueError(f"max_sentences must be >= 1 or null, got {self.max_sentences}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One final completion: ``text``, ``finish_reason`` (``stop`` | ``length`` | ``trimmed``), the number of
+    ``chat`` calls it took, the token limit of the last one, and ``error`` (``(type, message)``) when unusable."""
+
+    text: str
+    finish_reason: str
+    attempts: int
+    max_tokens_used: int
+    error: tuple[str, str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def first_paragraph(text: str) -> str:
+    """``text`` up to the first blank line that follows a complete sentence (``text`` when there is none)."""
+    for match in _BLANK_LINE.finditer(text):
+        head = text[: match.start()].rstrip()
+        if _ENDS_SENTENCE.search(head):
+            return head
+    return text
+
+
+def _assess(text: str, finish_reason: str, settings: GenerationSettings) -> tuple[str, str, str]:
+    """``(verdict, text, finish_reason)``; verdict ``ok``, ``longer`` (retry with a larger limit) or ``reseed``
+    (empty: retry with another seed)."""
+    text = (text or "").strip()
+    trimmed = False
+    if settings.single_paragraph:
+        paragraph = first_paragraph(text)
+        trimmed = paragraph != text
+        text = paragraph
+    limit = settings.max_sentences
+    count = complete_sentences(text)
+    if limit is not None and count > limit:
+        return "ok", cut_sentences(text, limit), FINISH_TRIMMED
+    if finish_reason != FINISH_STOP:
+        if trimmed:
+            return "ok", text, FINISH_TRIMMED  # the paragraph ended before the token limit cut the rest
+        if limit is not None and count == limit:
+            return "ok", cut_sentences(text, limit), FINISH_TRIMMED  # only text beyond the limit was lost
+        return "longer", text, finish_reason
+    if not text:
+        return "reseed", text, finish_reason
+    return "ok", text, FINISH_TRIMMED if trimmed else FINISH_STOP
+
+
+def _chat(llm: Any, conversations: list[Conversation], seeds: list[int], max_tokens: int, s: GenerationSettings):
+    out = llm.chat(conversations, max_new_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p, seed=seeds)
+    if len(out) != len(conversations):
+        raise RuntimeError(f"the LLM returned {len(out)} completions for {len(conversations)} conversations")
+    return out
+
+
+def generate(
+    llm: Any, conversations: Sequence[Conversation], seeds: Sequence[int], settings: GenerationSettings
+) -> list[Generation]:
+    """Complete every conversation under the generation rules (module docstring); one result per conversation.
+
+    ``llm`` is anything with the ``LLM.chat`` interface. The first attempt is one batched call; the retries are
+    at most two more (one for cut completions, one for empty ones).
+    """
+    convs, seeds = list(conversations), [int(s) for s in seeds]
+    if len(seeds) != len(convs):
+        raise ValueError(f"got {len(seeds)} seeds for {len(convs)} conversations")
+    if not convs:
+        return []
+    results: list[Generation | None] = [None] * len(convs)
+    longer: list[int] = []
+    reseed: list[int] = []
+    for i, completion in enumerate(_chat(llm, convs, seeds, settings.max_tokens, settings)):
+        verdict, text, reason = _assess(completion.text, completion.finish_reason, settings)
+        if verdict == "ok":
+            results[i] = Generation(text, reason, 1, settings.max_tokens)
+        else:
+            (longer if verdict == "longer" else reseed).append(i)
+
+    retries = [(longer, settings.retry_max_tokens, [seeds[i] for i in longer])]
+    retries.append((reseed, settings.max_tokens, [stable_seed(seeds[i], "retry") for i in reseed]))
+    for indices, limit, retry_seeds in retries:
+        if not indices:
+            continue
+        outs = _chat(llm, [convs[i] for i in indices], retry_seeds, limit, settings)
+        for i, completion in zip(indices, outs, strict=True):
+            verdict, text, reason = _assess(completion.text, completion.finish_reason, settings)
+            if verdict == "ok":
+                results[i] = Generation(text, reason, 2, limit)
+            elif verdict == "longer" and settings.accept_truncated and text:
+                results[i] = Generation(text, FINISH_LENGTH, 2, limit)
+            elif verdict == "longer":
+                message = (
+                    f"the completion was cut by the token limit at {settings.max_tokens} tokens and again at "
+                    f"{limit} tokens (raise max_tokens / retry_max_tokens, or set accept_truncated)"
+                )
+                results[i] = Generation(text, FINISH_LENGTH, 2, limit, ("TruncatedCompletion", message))
+            else:
+                message = "the LLM returned an empty completion twice (two seeds)"
+                results[i] = Generation("", FINISH_STOP, 2, limit, ("EmptyCompletion", message))
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
+
+
+def generation_error(image_id: str, gen: Generation, what: str) -> ErrorRecord:
+    """The error row of an unusable completion, naming what was being generated."""
+    assert gen.error is not None
+    kind, message = gen.error
+    return ErrorRecord(image_id=image_id, error_type=kind, message=f"{what}: {message}")
+
+
+# -- batching ------------------------------------------------------------------------------------------------
+
+
+def run_batches(
+    stage: Stage,
+    unit: UnitInput,
+    fn: Callable[[list[str]], list[dict[str, Any] | ErrorRecord]],
+    batch_size: int | None = None,
+) -> StageResult:
+    """Like ``Stage.batched``, but ``fn`` returns one row *or* one :class:`ErrorRecord` per image.
+
+    A batch whose call raises is retried image by image, so an exception costs that image only.
+    """
+    size = max(1, batch_size or stage.resources.batch_size)
+    ids = unit.image_ids
+    rows: list[dict[str, Any]] = []
+    errors: list[ErrorRecord] = []
+
+    def call(chunk: list[str]) -> list[dict[str, Any] | ErrorRecord]:
+        out = fn(chunk)
+        if len(out) != len(chunk):
+            raise RuntimeError(f"batch function returned {len(out)} results for {len(chunk)} images")
+        return out
+
+    for start in range(0, len(ids), size):
+        chunk = ids[start : start + size]
+        try:
+            outs = call(chunk)
+        except Exception as exc:  # noqa: BLE001 - per-image isolation is the point
+            if len(chunk) == 1:
+                errors.append(ErrorRecord.from_exception(chunk[0], exc))
+                continue
+            outs = []
+            for image_id in chunk:
+                try:
+                    outs.extend(call([image_id]))
+                except Exception as inner:  # noqa: BLE001
+                    errors.append(ErrorRecord.from_exception(image_id, inner))
+        for item in outs:
+            (errors if isinstance(item, ErrorRecord) else rows).append(item)  # type: ignore[arg-type]
+    return StageResult(stage.to_table(rows), errors)
+
+
+def load_slot(stage: Stage, slot: str, required: bool = True) -> Any:
+    """The loaded adapter of ``slot`` (``None`` for an optional slot the manifest leaves empty)."""
+    from grand_engine.models.base import load_adapter
+
+    spec = stage.models.get(slot)
+    if spec is None:
+        if required:
+            raise ValueError(f"stage {stage.name!r} needs a model in slot {slot!r}")
+        return None
+    return load_adapter(spec, gpus=stage.resources.gpus)
