@@ -54,22 +54,44 @@ def main() -> None:
             write_shards(root / "shards", n)
             out = root / "out"
             t0 = time.perf_counter()
-            run(manifest, [str(root / "shards")], str(out), stages=["sa1b"], unit_size=1, backend="inline",
-                progress=False)
+            run(
+                manifest,
+                [str(root / "shards")],
+                str(out),
+                stages=["sa1b"],
+                unit_size=1,
+                backend="inline",
+                progress=False,
+            )
             first = time.perf_counter() - t0
             pipeline = build_pipeline(manifest, stages=["sa1b"])
             t0 = time.perf_counter()
             plan = make_plan(pipeline, [str(root / "shards")], OutputStore(out), unit_size=1)
             plan_s = time.perf_counter() - t0
             assert plan.pairs_todo() == 0, plan.pairs_todo()
-            cmd = [sys.executable, "-m", "grand_engine.cli", "run", "--shards", str(root / "shards"), "--out",
-                   str(out), "--stages", "sa1b", "--unit-size", "1", "--no-progress"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "grand_engine.cli",
+                "run",
+                "--shards",
+                str(root / "shards"),
+                "--out",
+                str(out),
+                "--stages",
+                "sa1b",
+                "--unit-size",
+                "1",
+                "--no-progress",
+            ]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             whole = time.perf_counter() - t0
             assert "0 (stage, unit) tasks to run" in proc.stdout, proc.stdout
-            print(f"units={n:>6}  first run {first:7.2f} s  plan+decide (in process) {plan_s:6.2f} s  "
-                  f"no-op `grand-engine run` (whole process) {whole:6.2f} s")
+            print(
+                f"units={n:>6}  first run {first:7.2f} s  plan+decide (in process) {plan_s:6.2f} s  "
+                f"no-op `grand-engine run` (whole process) {whole:6.2f} s"
+            )
 
 
 if __name__ == "__main__":

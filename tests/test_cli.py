@@ -11,8 +11,21 @@ from tests.runtime.stages_for_tests import executions
 
 
 def _run(manifest, shards, out, *extra):
-    return main(["run", "--shards", str(shards), "--out", str(out), "--manifest", str(manifest),
-                 "--backend", "inline", "--no-progress", *extra])
+    return main(
+        [
+            "run",
+            "--shards",
+            str(shards),
+            "--out",
+            str(out),
+            "--manifest",
+            str(manifest),
+            "--backend",
+            "inline",
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_run_status_and_noop_second_run(shards, test_manifest, tmp_path, capsys):
@@ -22,7 +35,9 @@ def test_run_status_and_noop_second_run(shards, test_manifest, tmp_path, capsys)
     text = capsys.readouterr().out
     assert "units: 4 total, 4 done, 0 already done, 0 failed" in text
     info = json.loads((out / "run.json").read_text())
-    assert info["unit_size"] == 2 and info["seed"] == 0 and "versions" in info and info["stages"]["t_area"]["fingerprint"]
+    assert (
+        info["unit_size"] == 2 and info["seed"] == 0 and "versions" in info and info["stages"]["t_area"]["fingerprint"]
+    )
 
     assert main(["status", str(out)]) == 0
     status = capsys.readouterr().out

@@ -92,8 +92,15 @@ def test_first_existing_variable_picks_the_first_path_that_exists(tmp_path):
     present.mkdir()
     path = _write(
         tmp_path,
-        "name: x\nvariables:\n  missing: ''\n  pick: {first_existing: ['${missing}', '" + str(tmp_path / "nope") + "', '"
-        + str(present) + "']}\n  last: {first_existing: ['" + str(tmp_path / "a") + "', '" + str(tmp_path / "b") + "']}\n"
+        "name: x\nvariables:\n  missing: ''\n  pick: {first_existing: ['${missing}', '"
+        + str(tmp_path / "nope")
+        + "', '"
+        + str(present)
+        + "']}\n  last: {first_existing: ['"
+        + str(tmp_path / "a")
+        + "', '"
+        + str(tmp_path / "b")
+        + "']}\n"
         "stages: {images: {}}\n",
     )
     manifest = load_manifest(path)

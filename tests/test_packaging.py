@@ -55,7 +55,8 @@ def test_installed_wheel_finds_manifests_outside_the_checkout(wheel, tmp_path):
         "print(r.resource_dir('manifests'));print(c.load_manifest('tiny').name)"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env,
-                         cwd=tmp_path).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env, cwd=tmp_path
+    ).stdout.split()
     assert out[0] == str(target / "grand_engine" / "manifests")
     assert out[1] == "tiny"

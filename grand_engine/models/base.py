@@ -167,9 +167,20 @@ def adapter_class(family: str) -> type[Adapter]:
         raise KeyError(f"unknown model family {family!r}; known families: {', '.join(sorted(_ADAPTERS))}") from None
 
 
+def quiet_transformers() -> None:
+    """Turn off the library's per-checkpoint load/save progress bars: noise in a pipeline's log (the run has its
+    own progress)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return
+    hf_logging.disable_progress_bar()
+
+
 def load_adapter(spec: ModelSpec, gpus: float = 0.0) -> Adapter:
     """Build and load the adapter for ``spec`` on the device a worker with ``gpus`` share gets."""
     cls = adapter_class(spec.family)
+    quiet_transformers()
     device = select_device(gpus)
     adapter = cls(spec, device=device, dtype=select_dtype(spec.dtype, device))
     check = check_checkpoint(spec)

@@ -4,7 +4,8 @@ Every model family module registers its builders with ``@tiny_builder(name)``; a
 complete checkpoint (``save_pretrained`` layout, or the family's own) into the directory it is given.
 :func:`build_all` runs them into ``DEST/<name>``: it writes into a temporary directory and renames it
 into place, then drops a completion marker, so a half-built checkpoint never looks complete, and it
-keeps checkpoints that are already complete (idempotent).
+keeps checkpoints that are already complete (idempotent). The marker records a digest of the builder code, so
+a checkpoint built by an older version of a builder is rebuilt rather than reused.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grand_engine.models.base import tiny_builders
+from grand_engine.models.base import quiet_transformers, tiny_builders
 
 MARKER = ".grand-tiny-complete"
 """File written last into a finished checkpoint directory."""
@@ -40,8 +41,33 @@ def default_tiny_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "grand-engine" / "tiny"
 
 
+def builder_digest(name: str) -> str:
+    """A digest of the code that builds checkpoint ``name``: its builder's module, the shared tokenizer code and
+    the transformers version. A checkpoint built by other code is rebuilt, never silently reused."""
+    import hashlib
+    import sys
+    from importlib import metadata
+
+    from grand_engine.models import tokenizers
+
+    builder = tiny_builders()[name]
+    h = hashlib.sha256(name.encode())
+    for module in (sys.modules[builder.__module__], tokenizers):
+        h.update(Path(module.__file__).read_bytes())
+    h.update(metadata.version("transformers").encode())
+    return h.hexdigest()[:16]
+
+
 def is_complete(path: Path) -> bool:
-    return (path / MARKER).is_file()
+    """True when ``path`` holds a finished checkpoint built by the current builder code."""
+    marker = path / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        recorded = json.loads(marker.read_text()).get("builder")
+    except (ValueError, AttributeError):
+        return False
+    return recorded == builder_digest(path.name) if path.name in tiny_builders() else True
 
 
 def dir_bytes(path: Path) -> int:
@@ -63,7 +89,8 @@ def build_one(name: str, dest: Path, force: bool = False) -> BuildReport:
     try:
         builders[name](tmp)
         seconds = time.perf_counter() - start
-        (tmp / MARKER).write_text(json.dumps({"name": name, "seconds": round(seconds, 3)}) + "\n")
+        marker = {"name": name, "seconds": round(seconds, 3), "builder": builder_digest(name)}
+        (tmp / MARKER).write_text(json.dumps(marker) + "\n")
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -77,15 +104,8 @@ def build_all(dest: Path, names: list[str] | None = None, force: bool = False) -
     """Build every registered tiny checkpoint (or only ``names``) into ``dest``; see :func:`build_one`."""
     wanted = sorted(tiny_builders()) if names is None else list(names)
     if any(not is_complete(Path(dest) / name) or force for name in wanted):
-        _quiet_transformers()
+        quiet_transformers()
     return [build_one(name, dest, force=force) for name in wanted]
-
-
-def _quiet_transformers() -> None:
-    """Builders save many small checkpoints; the library's per-save progress bars are only noise here."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 def tiny_path(name: str, root: Path | None = None) -> Path:

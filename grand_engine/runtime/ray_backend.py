@@ -9,9 +9,9 @@ writes the unit's table atomically; the row then carries the stage's record (whi
 that ran it, ``host/<node id prefix>``) downstream. The driver commits manifest records as rows come out of
 the last operator, so the driver stays the only manifest writer.
 
-A worker process that dies (OOM kill, node loss) is restarted by Ray Data, which gives actor pools
-unlimited restarts and task retries by default; the unit then runs again on the new actor, and since
-every output name is deterministic the rerun overwrites rather than duplicates.
+A worker process that dies (OOM kill, node loss) is restarted by Ray Data and its unit runs again on the new
+actor (output names are deterministic, so the rerun overwrites rather than duplicates); a unit whose worker
+dies ``TASK_RETRIES + 1`` times is reported as failed for this run instead of stalling it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from grand_engine.io.store import OutputStore
 from grand_engine.runtime.executor import UnitRunner
 from grand_engine.runtime.inline import skipped_record
 from grand_engine.runtime.manifests import StageRecord, host_name
-from grand_engine.runtime.plan import Plan, Unit
+from grand_engine.runtime.plan import Plan, Unit, unit_fingerprint
 from grand_engine.runtime.stage import Stage
 
 NODE_ID_CHARS = 12
@@ -85,6 +85,38 @@ class StageWorker:
 
 def _plain_cpu(stage: Stage) -> bool:
     return stage.resources.gpus == 0 and not stage.resources.custom
+
+
+TASK_RETRIES = 2
+"""A unit whose worker process dies (killed by the OS for memory, a segfault in a native library) is retried
+on a restarted actor this many times, then reported as failed for this run instead of being retried forever."""
+
+
+def bounded_retries() -> dict[str, Any]:
+    """``map_batches`` keywords bounding the retries of a unit whose worker dies (actors restart without limit).
+
+    Ray Data defaults to unlimited task retries, so one poison unit would stall a run; Ray 2.60 accepts the
+    bound only through the deprecated ``**ray_remote_args``, whose warning is silenced here.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
+    return {"max_restarts": -1, "max_task_retries": TASK_RETRIES}
+
+
+def lost_unit_record(plan: Plan, unit: Unit) -> StageRecord:
+    """The failure record of a unit whose worker died on every attempt (its first pending stage is blamed)."""
+    stage = unit.todo[0]
+    return StageRecord(
+        stage=stage,
+        unit_id=unit.unit_id,
+        fingerprint=unit_fingerprint(plan.pipeline.fingerprints[stage], unit),
+        status="failed",
+        message=(
+            f"the worker process died on this unit {TASK_RETRIES + 1} times (out of memory? a crash in a native "
+            "library?); it was given up for this run and will be retried by the next one"
+        ),
+    )
 
 
 def segments(order: list[str], stages: dict[str, Stage]) -> list[list[str]]:
@@ -179,6 +211,7 @@ def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = Non
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
+        ctx.max_errored_blocks = -1  # a unit given up after its retries must not abort the other units
         pipeline = plan.pipeline
         active = [n for n in pipeline.order if any(n in u.todo for u in pending)]
         resources = ray.cluster_resources()
@@ -209,10 +242,17 @@ def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = Non
                 num_gpus=gpus or None,
                 **({"resources": custom} if custom else {}),
                 **compute_kwargs(max(st.resources.replicas for st in members.values())),
+                **bounded_retries(),
             )
+        finished: set[str] = set()
         for row in ds.iter_rows():
-            for rec in json.loads(row["records"]):
+            records = json.loads(row["records"])
+            finished.add(json.loads(row["unit"])["unit_id"])
+            for rec in records:
                 on_record(StageRecord.from_dict(rec))
+        for unit in pending:  # units whose worker kept dying: report them instead of hanging or aborting
+            if unit.unit_id not in finished:
+                on_record(lost_unit_record(plan, unit))
     finally:
         if started:
             ray.shutdown()

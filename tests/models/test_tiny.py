@@ -85,3 +85,15 @@ def test_unknown_name_and_default_dir(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert default_tiny_dir() == tmp_path / "x"
     monkeypatch.delenv("GRAND_TINY_DIR")
     assert default_tiny_dir() == Path.home() / ".cache" / "grand-engine" / "tiny"
+
+
+def test_a_checkpoint_from_other_builder_code_is_rebuilt(tmp_path):
+    import json
+
+    first = build_one("llama", tmp_path)
+    assert first.built
+    assert not build_one("llama", tmp_path).built  # same code: kept
+    marker = tmp_path / "llama" / MARKER
+    data = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**data, "builder": "older-code"}))
+    assert build_one("llama", tmp_path).built  # different code: rebuilt

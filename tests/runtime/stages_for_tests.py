@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -61,9 +62,12 @@ class DoubleStage(Stage):
 
     log: str = ""
     fail_unit: str = ""  # a unit id on which the whole stage raises after doing some work
+    kill_unit: str = ""  # a unit id on which the worker process dies (SIGKILL) every time: Ray backend only
 
     def process(self, unit: UnitInput) -> StageResult:
         _log(self.log, self.name, unit.unit_id)
+        if unit.unit_id == self.kill_unit:
+            os.kill(os.getpid(), signal.SIGKILL)
         rows = [{"image_id": i, "double": 2 * unit.input_row("t_area", i)["area"]} for i in unit.image_ids]
         if unit.unit_id == self.fail_unit:
             raise RuntimeError(f"injected failure on {unit.unit_id}")

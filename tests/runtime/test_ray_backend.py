@@ -68,3 +68,22 @@ def test_gpu_stage_on_a_cluster_without_gpus_fails_before_any_work(ray_cluster, 
     with pytest.raises(ConfigError, match=r"stages \['t_double'\] ask for GPUs but the Ray cluster has none"):
         run(manifest, [str(shards)], str(tmp_path / "out"), backend="ray", progress=False)
     assert executions(log) == []
+
+
+def test_a_unit_that_kills_its_worker_every_time_is_reported_not_retried_forever(
+    ray_cluster, shards, test_manifest, tmp_path
+):
+    from grand_engine.runtime.ray_backend import TASK_RETRIES
+
+    poison = "sa_000000/00001"
+    manifest_file, log = test_manifest(t_double={"kill_unit": poison})
+    manifest = load_manifest(manifest_file)
+    plan, summary = run(manifest, [str(shards)], str(tmp_path / "out"), backend="ray", progress=False)
+    assert summary.units_failed == 1 and summary.units_done == 3
+    (failure,) = summary.failures
+    assert failure.unit_id == poison and "died on this unit" in failure.message
+    assert executions(log).count(("t_double", poison)) == TASK_RETRIES + 1
+    assert not (tmp_path / "out" / data_path("t_double", poison)).exists()
+    for unit in plan.units:
+        if unit.unit_id != poison:
+            assert (tmp_path / "out" / data_path("t_pixels", unit.unit_id)).exists()
