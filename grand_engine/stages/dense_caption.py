@@ -11,8 +11,9 @@
    with ``stable_seed(seed, image_id, "dense_caption")`` (§14.24). The generation rules of
    :mod:`grand_engine.stages.llm_common` apply: a completion cut by the token limit is retried once with
    ``retry_max_tokens`` and then becomes an error row (the reference dropped it silently, §14.23); an empty one
-   is retried once with another seed; one longer than ``max_sentences`` sentences is cut there
-   (``finish_reason = "trimmed"``).
+   is retried once with another seed; a completion is cut where a line repeats the examples' layout
+   (``##Example``, ``Prompt:``…), after its first paragraph (``single_paragraph``) and after ``max_sentences``
+   sentences (``finish_reason = "trimmed"``).
 3. **Empty scene graphs**: an image whose scene graph has no text, or no object *and* no short caption, gets an
    error row (``EmptySceneGraph``) — there is nothing to describe, and a caption from the landmark alone would be
    invented. An image with no object but with short captions is captioned from what its scene graph holds (the
@@ -30,8 +31,10 @@ import pyarrow as pa
 from grand_engine.runtime.stage import ErrorRecord, Resources, Stage, StageResult, UnitInput
 from grand_engine.schema import table_schema
 from grand_engine.stages.llm_common import (
+    EXAMPLES_FILE,
     Conversation,
     GenerationSettings,
+    example_markers,
     generate,
     generation_error,
     in_context_examples,
@@ -118,7 +121,7 @@ class DenseCaption(Stage):
     max_sentences: int | None = 8  # new: twice the 4 sentences §4.2 asks for; longer text is cut (null: never)
     accept_truncated: bool = False  # new: keep a completion cut twice (finish_reason "length") instead of an error
     single_paragraph: bool = True  # new: drop what follows the first blank line after a complete sentence
-    seed: int = 0  # the manifest's seed; per image stable_seed(seed, image_id, "dense_caption") (§14.24)
+    seed: int = 0  # §14.24: the run seed (the pipeline passes manifest.seed); see llm_common.stable_seed
 
     def __post_init__(self) -> None:
         self.settings()  # validate the parameters when the stage is configured
@@ -132,7 +135,12 @@ class DenseCaption(Stage):
             max_sentences=self.max_sentences,
             accept_truncated=self.accept_truncated,
             single_paragraph=self.single_paragraph,
+            stop_lines=example_markers(EXAMPLE_PROMPT),
         )
+
+    def prompt_files(self) -> list[str]:
+        """The prompt files this stage reads (their contents are part of its fingerprint)."""
+        return sorted({PROMPT, EXAMPLE_PROMPT, EXAMPLES_FILE})
 
     def setup(self) -> None:
         if getattr(self, "llm", None) is None:  # a test may hand in its own LLM

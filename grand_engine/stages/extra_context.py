@@ -21,7 +21,8 @@
    "scene graph") and the image's list.
 3. **Generation**: as level 3 (temperature 0.7, top-p 0.95, 512 tokens), ``resources.batch_size`` conversations
    per call (the reference: 32), seeded with ``stable_seed(seed, image_id, "extra_context")``, and the same
-   retry rules (:mod:`grand_engine.stages.llm_common`): a completion cut twice or empty twice is an error row.
+   retry and trimming rules (:mod:`grand_engine.stages.llm_common`): a completion cut twice or empty twice is an
+   error row; one that goes on with a made-up next example is cut there.
    The reference's ``run.py`` could not start at all (undefined argument, §14.36).
 """
 
@@ -36,8 +37,10 @@ import pyarrow as pa
 from grand_engine.runtime.stage import ErrorRecord, Resources, Stage, StageResult, UnitInput
 from grand_engine.schema import table_schema
 from grand_engine.stages.llm_common import (
+    EXAMPLES_FILE,
     Conversation,
     GenerationSettings,
+    example_markers,
     generate,
     generation_error,
     in_context_examples,
@@ -135,7 +138,7 @@ class ExtraContext(Stage):
     max_sentences: int | None = 14  # new: twice the 7 sentences §5 asks for; longer text is cut (null: never)
     accept_truncated: bool = False  # new: keep a completion cut twice (finish_reason "length") instead of an error
     single_paragraph: bool = True  # new: drop what follows the first blank line after a complete sentence
-    seed: int = 0  # the manifest's seed; per image stable_seed(seed, image_id, "extra_context") (§14.24)
+    seed: int = 0  # §14.24: the run seed (the pipeline passes manifest.seed); see llm_common.stable_seed
 
     def __post_init__(self) -> None:
         if self.max_objects < 1:
@@ -151,7 +154,12 @@ class ExtraContext(Stage):
             max_sentences=self.max_sentences,
             accept_truncated=self.accept_truncated,
             single_paragraph=self.single_paragraph,
+            stop_lines=example_markers(EXAMPLE_PROMPT),
         )
+
+    def prompt_files(self) -> list[str]:
+        """The prompt files this stage reads (their contents are part of its fingerprint)."""
+        return sorted({PROMPT, EXAMPLE_PROMPT, EXAMPLES_FILE})
 
     def setup(self) -> None:
         if getattr(self, "llm", None) is None:  # a test may hand in its own LLM

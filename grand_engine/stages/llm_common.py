@@ -6,20 +6,24 @@
   (:func:`in_context_examples`).
 * **Seeds** (§14.24: the reference sampled unseeded): every conversation gets
   ``stable_seed(seed, image_id, purpose…)`` — the first 8 bytes of the SHA-256 of the parts joined by
-  ``"\\x1f"``, modulo ``2**31``. ``seed`` is the stage's ``seed`` parameter (set it to the manifest's ``seed``);
-  the hash is stable across processes and Python versions (unlike ``hash()``), so a rerun reproduces every
-  completion, whatever batch the image lands in (the LLM adapter seeds each conversation separately).
+  ``"\\x1f"``, modulo ``2**31``. ``seed`` is the stage's ``seed`` parameter (the pipeline passes the manifest's
+  top-level ``seed`` unless the stage block sets its own); the hash is stable across processes and Python
+  versions (unlike ``hash()``), so a rerun reproduces every completion, whatever batch the image lands in (the
+  LLM adapter seeds each conversation separately).
 * **Generation rules** (:func:`generate`), applied to every completion (§14.23: the reference silently dropped
   every completion cut at 512 tokens):
 
-  1. the text is stripped; with ``single_paragraph`` (captions and paragraphs, not the JSON checklist) it is cut
+  1. the text is stripped and cut where a line repeats the layout of the in-context examples (``stop_lines``,
+     e.g. ``##Example - 3:`` or ``Prompt:``; compared without ``#``, spaces and case — small models go on with a
+     made-up next example); with ``single_paragraph`` (captions and paragraphs, not the JSON checklist) it is cut
      at the first blank line that follows a complete sentence (small models go on with a second, unasked-for
      block); a completion with more than ``max_sentences`` sentences (when set) is cut after that sentence. Either
      cut is reported as ``finish_reason = "trimmed"`` — also when the token limit cut the completion, since the
      cut part would be dropped anyway;
   2. a completion cut by the token limit (``"length"``) is retried **once** with ``retry_max_tokens`` and the
      same seed (the adapter's per-conversation sampler then re-draws the same prefix and continues it);
-  3. an empty completion is retried **once** with a new seed (``stable_seed(seed, "retry")``) and the same limit;
+  3. an empty completion (also one that was all echo) is retried **once** with a new seed
+     (``stable_seed(seed, "retry")``) and the same limit;
   4. a completion still cut after its retry is an error (``TruncatedCompletion``), or with
      ``accept_truncated`` kept with ``finish_reason = "length"``; still empty, an error (``EmptyCompletion``).
      Errors become error rows (``_errors/<stage>``), never silently dropped.
@@ -147,6 +151,7 @@ class GenerationSettings:
     max_sentences: int | None = None
     accept_truncated: bool = False
     single_paragraph: bool = False
+    stop_lines: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -175,6 +180,37 @@ class Generation:
         return self.error is None
 
 
+def _line_key(text: str) -> str:
+    return re.sub(r"[#\s]", "", text).lower()
+
+
+@cache
+def example_markers(name: str) -> tuple[str, ...]:
+    """The line openings of an in-context example template (each line up to its first placeholder, and up to its
+    first ":"), e.g. ``("##Example -", "Prompt:", "Desired caption:", "------")`` — a completion line starting
+    with one of them repeats the prompt's layout."""
+    out: list[str] = []
+    for line in prompt_file(name).read_text(encoding="utf-8").splitlines():
+        head = line.split("$", 1)[0]
+        head = head[: head.index(":") + 1] if ":" in head else head
+        if head.strip() and _line_key(head):
+            out.append(head.strip())
+    return tuple(dict.fromkeys(out))
+
+
+def cut_at_lines(text: str, markers: Sequence[str]) -> str:
+    """``text`` up to the first line that starts with one of ``markers`` (ignoring ``#``, spaces and case)."""
+    keys = [_line_key(m) for m in markers if _line_key(m)]
+    if not keys:
+        return text
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        if any(_line_key(line).startswith(k) for k in keys):
+            return text[:offset].rstrip()
+        offset += len(line)
+    return text
+
+
 def first_paragraph(text: str) -> str:
     """``text`` up to the first blank line that follows a complete sentence (``text`` when there is none)."""
     for match in _BLANK_LINE.finditer(text):
@@ -189,10 +225,17 @@ def _assess(text: str, finish_reason: str, settings: GenerationSettings) -> tupl
     (empty: retry with another seed)."""
     text = (text or "").strip()
     trimmed = False
+    if settings.stop_lines:
+        kept = cut_at_lines(text, settings.stop_lines)
+        trimmed = kept != text
+        text = kept
     if settings.single_paragraph:
         paragraph = first_paragraph(text)
-        trimmed = paragraph != text
+        trimmed = trimmed or paragraph != text
         text = paragraph
+    if not text:
+        # nothing but echo, or nothing at all: another seed; blank output cut by the limit: a larger limit
+        return ("longer" if finish_reason != FINISH_STOP and not trimmed else "reseed"), text, finish_reason
     limit = settings.max_sentences
     count = complete_sentences(text)
     if limit is not None and count > limit:
@@ -203,8 +246,6 @@ def _assess(text: str, finish_reason: str, settings: GenerationSettings) -> tupl
         if limit is not None and count == limit:
             return "ok", cut_sentences(text, limit), FINISH_TRIMMED  # only text beyond the limit was lost
         return "longer", text, finish_reason
-    if not text:
-        return "reseed", text, finish_reason
     return "ok", text, FINISH_TRIMMED if trimmed else FINISH_STOP
 
 
@@ -257,7 +298,7 @@ def generate(
                 )
                 results[i] = Generation(text, FINISH_LENGTH, 2, limit, ("TruncatedCompletion", message))
             else:
-                message = "the LLM returned an empty completion twice (two seeds)"
+                message = "the LLM returned an empty completion (or only a repeat of the prompt's layout) twice"
                 results[i] = Generation("", FINISH_STOP, 2, limit, ("EmptyCompletion", message))
     assert all(r is not None for r in results)
     return results  # type: ignore[return-value]

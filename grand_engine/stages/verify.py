@@ -3,7 +3,10 @@
 The reference has no verification of LLM text (spec §4.3, §14.51). This stage adds one, per image:
 
 1. **Checklist**: the LLM lists, as a JSON array of short noun phrases, every physical thing the caption says
-   is visible (``prompts/verify_checklist.txt``; greedy by default, ``checklist_temperature``). The answer is
+   is visible (greedy by default, ``checklist_temperature``). The conversation is a one-shot chat: the request
+   (``prompts/verify_checklist.txt``) for the example caption of ``prompts/verify_checklist_example.json``, its
+   answer as the assistant turn, then the same request for the image's caption (small models follow an example
+   given as a chat turn far better than one written inside the request). The answer is
    parsed with ``json.loads`` only — never ``eval`` — from the whole answer, else from its first fenced code
    block, else from its first ``[`` to its last ``]``; the value must be an array of strings (or an object with
    one key holding such an array). Items are lower-cased, whitespace-collapsed, stripped of end punctuation and
@@ -52,19 +55,24 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from grand_engine.labels import PERSON_WORDS
+from grand_engine.resources import prompt_file
 from grand_engine.runtime.stage import ErrorRecord, Resources, Stage, StageResult, UnitInput
 from grand_engine.schema import VERIFICATION, table_schema
+from grand_engine.stages.dense_caption import PROMPT as LEVEL3_PROMPT
 from grand_engine.stages.dense_caption import dense_caption_prompt
 from grand_engine.stages.llm_common import (
+    EXAMPLES_FILE,
     Conversation,
     Generation,
     GenerationSettings,
+    example_markers,
     generate,
     load_slot,
     render_prompt,
@@ -74,6 +82,8 @@ from grand_engine.stages.llm_common import (
 )
 
 CHECKLIST_PROMPT = "verify_checklist.txt"
+CHECKLIST_EXAMPLE = "verify_checklist_example.json"
+LEVEL3_EXAMPLE_PROMPT = "level3_example.txt"
 REPAIR_PROMPT = "verify_checklist_repair.txt"
 FEEDBACK_PROMPT = "verify_feedback.txt"
 
@@ -151,6 +161,26 @@ def close_cut_array(text: str) -> str:
     none): ``'["dog", "sofa", "la'`` gives ``'["dog", "sofa"]'``. The result is still parsed by ``json.loads``."""
     start, end = text.find("["), text.rfind('",')
     return text[start : end + 1] + "]" if 0 <= start < end else ""
+
+
+@cache
+def checklist_example() -> tuple[str, str]:
+    """The one-shot example: its caption and its answer as JSON text."""
+    data = json.loads(prompt_file(CHECKLIST_EXAMPLE).read_text(encoding="utf-8"))
+    caption, answer = data.get("caption"), data.get("answer")
+    if not isinstance(caption, str) or not isinstance(answer, list) or not all(isinstance(a, str) for a in answer):
+        raise ValueError(f"prompt file {CHECKLIST_EXAMPLE!r} needs a 'caption' string and an 'answer' list of strings")
+    return caption, json.dumps(answer)
+
+
+def checklist_conversation(caption: str) -> Conversation:
+    """Step 1's conversation: the example request and answer, then the request for ``caption``."""
+    example_caption, example_answer = checklist_example()
+    return [
+        *user_turn(render_prompt(CHECKLIST_PROMPT, caption=example_caption)),
+        {"role": "assistant", "content": example_answer},
+        *user_turn(render_prompt(CHECKLIST_PROMPT, caption=caption)),
+    ]
 
 
 # -- the scene-graph vocabulary ------------------------------------------------------------------------------
@@ -295,7 +325,7 @@ class Verify(Stage):
     similarity_threshold: float = 0.75  # new: all-MiniLM-L6-v2 puppy/dog 0.80, couch/sofa 0.86, car/truck 0.69
     detector_threshold: float = 0.1  # the OWL slot's level-1 vote threshold (step 10a, detect_ov 0.1)
     max_rounds: int = 2  # new: regenerations with feedback before the caption is marked failed
-    seed: int = 0  # the manifest's seed; per image stable_seed(seed, image_id, "verify", ...) (§14.24)
+    seed: int = 0  # §14.24: the run seed (the pipeline passes manifest.seed); see llm_common.stable_seed
 
     def __post_init__(self) -> None:
         self.caption_settings()
@@ -313,6 +343,7 @@ class Verify(Stage):
             top_p=self.top_p,
             max_sentences=self.max_sentences,
             single_paragraph=self.single_paragraph,
+            stop_lines=example_markers(LEVEL3_EXAMPLE_PROMPT),
         )
 
     def checklist_settings(self) -> GenerationSettings:
@@ -324,6 +355,13 @@ class Verify(Stage):
         )
 
     # -- setup ---------------------------------------------------------------------------------------------
+
+    def prompt_files(self) -> list[str]:
+        """The prompt files this stage reads (their contents are part of its fingerprint)."""
+        return sorted(
+            {LEVEL3_PROMPT, LEVEL3_EXAMPLE_PROMPT, EXAMPLES_FILE, CHECKLIST_PROMPT, CHECKLIST_EXAMPLE, REPAIR_PROMPT}
+            | {FEEDBACK_PROMPT}
+        )
 
     def setup(self) -> None:
         """Load the models (a test may hand in its own ``llm``, ``detector``, ``embedder`` or ``nlp`` first)."""
@@ -343,6 +381,7 @@ class Verify(Stage):
                 self.nlp = load_nlp()
         self.lemmas = LemmaCache(self.nlp)
         dense_caption_prompt("")  # fail at setup when the prompt files are broken
+        checklist_conversation("")
 
     # -- processing ----------------------------------------------------------------------------------------
 
@@ -385,7 +424,7 @@ class Verify(Stage):
     def _checklists(self, cases: list[_Case], round_: int) -> list[_Case]:
         """Step 1 for the current caption of every case; returns the cases that got a non-empty checklist."""
         settings = self.checklist_settings()
-        prompts = [user_turn(render_prompt(CHECKLIST_PROMPT, caption=c.caption)) for c in cases]
+        prompts = [checklist_conversation(c.caption) for c in cases]
         seeds = [stable_seed(self.seed, c.image_id, self.name, "checklist", round_) for c in cases]
         gens = generate(self.llm, prompts, seeds, settings)
         items: list[list[str] | None] = [self._items(g) for g in gens]

@@ -90,3 +90,21 @@ def test_editing_a_prompt_file_changes_the_fingerprint(tmp_path, monkeypatch):
     before = compute_fingerprints({"q": stage})["q"]
     (tmp_path / "question.txt").write_text("Describe the image.")
     assert compute_fingerprints({"q": stage})["q"] != before
+
+
+def test_the_prompts_every_stage_reads_are_part_of_its_fingerprint():
+    from grand_engine.resources import resource_dir
+    from grand_engine.runtime.stage import registered_stages
+
+    folder = resource_dir("prompts")
+    reading = {}
+    for name, cls in registered_stages().items():
+        if cls.__module__.startswith("tests."):
+            continue
+        files = cls.configure().prompt_files()
+        assert all((folder / f).is_file() for f in files), (name, files)
+        reading[name] = files
+    # the LLM and VLM stages whose prompts are files
+    for name in ("landmark", "caption_vlm", "dense_caption", "verify", "extra_context"):
+        assert reading[name], name
+    assert "verify_feedback.txt" in reading["verify"] and "level3_dense_caption.txt" in reading["verify"]

@@ -6,12 +6,14 @@ It answers from per-kind queues of given texts. The kind of a conversation is re
 
 Like the real seeded adapter, the same conversation asked again with the same seed gets the same underlying
 answer (a retry with a larger limit continues the same text); a new conversation or a new seed takes the next
-queued answer. Words stand in for tokens: an answer of more than ``max_new_tokens`` words comes back cut to that
-many words with ``finish_reason="length"``. A queued :class:`Completion` is returned exactly as given.
+queued answer. Words stand in for tokens: an answer of more than ``max_new_tokens`` words comes back cut after
+that many words (whitespace as given) with ``finish_reason="length"``. A queued :class:`Completion` is returned
+exactly as given.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +22,7 @@ from grand_engine.models.llm import Completion
 KIND_MARKERS = (
     ("repair", "That answer could not be read"),
     ("regenerate", "Your caption mentions things that cannot be seen"),
-    ("checklist", "Answer with a JSON array of strings"),
+    ("checklist", "as a JSON array of short noun phrases"),
     ("context", "Additional context:"),
     ("caption", "Desired caption:"),
 )
@@ -79,7 +81,7 @@ class ScriptedLLM:
         answer = self._memo[key]
         if isinstance(answer, Completion):
             return answer
-        words = answer.split()
+        words = list(re.finditer(r"\S+", answer))
         if len(words) > max_new_tokens:
-            return Completion(" ".join(words[:max_new_tokens]), "length")
+            return Completion(answer[: words[max_new_tokens - 1].end()], "length")  # whitespace kept as given
         return Completion(answer, "stop")

@@ -43,7 +43,8 @@ ROW = {
 def test_object_list_layout() -> None:
     # label (labels[0] when null) / first non-blank attribute with any "...:" prefix removed; underscores -> spaces
     assert render_level4_objects(ROW) == (
-        "Objects:\nwine glass/a tall wine glass\ncoffee table\ncat/a sleeping cat\n\nLandmarks:\nIndoor scene, Living space"
+        "Objects:\nwine glass/a tall wine glass\ncoffee table\ncat/a sleeping cat\n\n"
+        "Landmarks:\nIndoor scene, Living space"
     )
 
 

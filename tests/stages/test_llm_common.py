@@ -19,7 +19,9 @@ from grand_engine.schema import table_schema
 from grand_engine.stages.llm_common import (
     GenerationSettings,
     complete_sentences,
+    cut_at_lines,
     cut_sentences,
+    example_markers,
     first_paragraph,
     generate,
     in_context_examples,
@@ -122,6 +124,19 @@ def test_first_paragraph_needs_a_finished_sentence_before_the_blank_line() -> No
     assert first_paragraph("no blank line. at all") == "no blank line. at all"
 
 
+def test_example_markers_come_from_the_example_templates() -> None:
+    assert example_markers("level3_example.txt") == ("##Example -", "Prompt:", "Desired caption:", "------")
+    assert example_markers("level4_example.txt") == ("##Example -", "Prompt:", "Additional context:", "------")
+
+
+def test_cut_at_lines_ignores_hashes_spaces_and_case() -> None:
+    markers = ("##Example -", "Prompt:")
+    assert cut_at_lines("A cat naps.\n### example - 3:\nPrompt: x", markers) == "A cat naps."
+    assert cut_at_lines("A cat naps.\n  PROMPT: Objects:", markers) == "A cat naps."
+    assert cut_at_lines("The prompt: a cat.", markers) == "The prompt: a cat."  # only at the start of a line
+    assert cut_at_lines("Prompt: Objects:\ncat", markers) == ""
+
+
 # -- generation rules ----------------------------------------------------------------------------------------
 
 
@@ -147,6 +162,15 @@ def test_a_second_block_is_dropped_with_single_paragraph() -> None:
     assert (gen.text, gen.finish_reason) == ("A cat naps.", "trimmed")
     gen, _ = run_one(["A cat naps.\n\n--- The list is: cat"], single_paragraph=False)
     assert (gen.text, gen.finish_reason) == ("A cat naps.\n\n--- The list is: cat", "stop")
+
+
+def test_an_echo_of_the_examples_is_cut_and_an_all_echo_answer_reseeded() -> None:
+    markers = ("##Example -", "Prompt:")
+    gen, _ = run_one(["A cat naps.\n##Example - 3:\nPrompt: a b c d e f g h"], stop_lines=markers)
+    assert (gen.text, gen.finish_reason, gen.attempts) == ("A cat naps.", "trimmed", 1)  # cut at 10 words: no retry
+    gen, llm = run_one(["Prompt: Objects:\ncat", "A cat."], stop_lines=markers)
+    assert (gen.text, gen.attempts) == ("A cat.", 2)
+    assert llm.calls[1]["seeds"] == [stable_seed(11, "retry")]
 
 
 def test_cut_by_the_limit_is_retried_once_with_the_larger_limit_and_same_seed() -> None:

@@ -10,6 +10,7 @@ The image: a dog (labels dog), a sofa (labels sofa, couch) and a person describe
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from grand_engine.stages.verify import (
     Verify,
     Vocabulary,
     build_vocabulary,
+    checklist_conversation,
+    checklist_example,
     close_cut_array,
     normalise_item,
     parse_checklist,
@@ -220,7 +223,12 @@ def test_pass(models: dict) -> None:
     [call] = llm.calls
     assert call["temperature"] == 0.0 and call["max_new_tokens"] == 256
     assert call["seeds"] == [stable_seed(0, "x", "verify", "checklist", 0)]
-    assert f'"{CAPTION}"' in call["conversations"][0][0]["content"]
+    [conversation] = call["conversations"]
+    example_caption, example_answer = checklist_example()
+    assert [m["role"] for m in conversation] == ["user", "assistant", "user"]
+    assert f'Caption: "{example_caption}"' in conversation[0]["content"]
+    assert json.loads(conversation[1]["content"]) == ["brown dog", "red sofa", "lamp", "woman", "window"]
+    assert conversation[2]["content"].endswith(f'Caption: "{CAPTION}"')
 
 
 def test_fail_then_regenerate_then_pass(models: dict) -> None:
@@ -275,8 +283,9 @@ def test_malformed_checklist_is_repaired_once(models: dict) -> None:
     row = only_row(make_stage(models, llm), unit_of({"x": CAPTION}))
     assert row["verification"]["status"] == "verified"
     [repair] = llm.asked("repair")
-    assert repair[1] == {"role": "assistant", "content": "The caption shows a dog and a sofa."}
-    assert len(repair) == 3
+    assert repair[:3] == checklist_conversation(CAPTION)
+    assert repair[3] == {"role": "assistant", "content": "The caption shows a dog and a sofa."}
+    assert len(repair) == 5
 
 
 def test_malformed_checklist_twice_leaves_the_caption_unchecked(models: dict) -> None:
@@ -307,7 +316,7 @@ def test_empty_and_truncated_checklists(models: dict) -> None:
     assert rows["x"]["status"] == "unchecked"  # nothing usable to check
     assert rows["y"]["status"] == "verified" and [i["item"] for i in rows["y"]["checklist"]] == ["dog"]
     repairs = llm.asked("repair")
-    assert [r[1]["content"] for r in repairs] == ["(no answer)", " ".join(prose.split()[:8])]
+    assert [r[3]["content"] for r in repairs] == ["(no answer)", " ".join(prose.split()[:8])]
 
 
 def test_a_checklist_much_longer_than_asked_is_cut(models: dict) -> None:
