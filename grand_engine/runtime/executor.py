@@ -9,8 +9,12 @@ A stage that raises for the whole unit is retried, then reported as failed, and 
 
 from __future__ import annotations
 
+import gc
+import os
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -36,6 +40,81 @@ class StageOutputError(RuntimeError):
 def load_pixels(row: dict[str, Any]) -> np.ndarray:
     """Decode an ``images`` row's picture (RGB uint8, EXIF orientation applied)."""
     return decode_image(read_locator(Locator(row["source"], row["offset"], row["size"])))
+
+
+PIXEL_CACHE_ENV = "GRAND_PIXEL_CACHE_MB"
+PIXEL_CACHE_MB_DEFAULT = 1024
+"""Default budget of a runner's decoded-image cache (MiB); ``GRAND_PIXEL_CACHE_MB`` overrides it (0 disables)."""
+
+
+def pixel_cache_budget() -> int:
+    """The decoded-image cache budget in bytes, from ``GRAND_PIXEL_CACHE_MB`` or the default."""
+    raw = os.environ.get(PIXEL_CACHE_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else PIXEL_CACHE_MB_DEFAULT
+    except ValueError:
+        raise ValueError(f"{PIXEL_CACHE_ENV} must be a number of MiB, got {raw!r}") from None
+    return max(0, int(mb * 2**20))
+
+
+class PixelCache:
+    """Decoded images of the unit in flight, shared by the stages one process runs on it.
+
+    Keyed by the image's byte locator (source, offset, size) and bounded by ``max_bytes`` of pixel data.
+    Every stage visits a unit's images in the same order, so a least-recently-used policy would evict each
+    image just before the next stage asks for it; instead images are admitted while the budget lasts and
+    kept until the unit changes (:meth:`clear`), so with a budget for *k* of a unit's *n* images every stage
+    after the first decodes only the other *n − k*. Cached arrays are read-only: a stage cannot change
+    the pixels another stage sees (images decoded by Pillow are read-only already).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max(0, int(max_bytes))
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._arrays: dict[tuple[str, int, int], np.ndarray] = {}
+
+    def load(self, row: dict[str, Any]) -> np.ndarray:
+        """The decoded picture of an ``images`` row, from the cache when it holds it."""
+        key = (str(row["source"]), int(row["offset"]), int(row["size"]))
+        arr = self._arrays.get(key)
+        if arr is not None:
+            self.hits += 1
+            return arr
+        self.misses += 1
+        arr = load_pixels(row)
+        if self.bytes + arr.nbytes <= self.max_bytes:
+            arr.flags.writeable = False
+            self._arrays[key] = arr
+            self.bytes += arr.nbytes
+        return arr
+
+    def clear(self) -> None:
+        self._arrays.clear()
+        self.bytes = 0
+
+
+@contextmanager
+def new_objects_gc() -> Iterator[None]:
+    """Inside the block, Python's cyclic garbage collector only examines objects created inside it.
+
+    A worker's heap holds hundreds of thousands of long-lived objects (torch, transformers, spaCy, loaded
+    models); a logic stage that builds many small rows triggers collections that would walk all of them
+    each time, which made ``masks`` and ``level2`` 3-4x slower at 2,000 objects per image
+    (``benchmarks/bench_scaling.py``). ``gc.freeze()`` sets the existing objects aside for the duration and
+    ``gc.unfreeze()`` hands them back (both are O(1) list splices), so nothing is leaked: garbage among them
+    is collected by a later full collection. Reference counting is unaffected. Does nothing when the
+    collector is disabled or something else has frozen objects (their freeze is left alone).
+    """
+    if not gc.isenabled() or gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def load_annotation(row: dict[str, Any]) -> bytes | None:
@@ -75,6 +154,7 @@ class UnitRunner:
         stages: dict[str, Stage],
         fingerprints: dict[str, str],
         retries: int = 1,
+        pixel_cache_bytes: int | None = None,
     ) -> None:
         self.store = store
         self.stages = stages
@@ -83,15 +163,28 @@ class UnitRunner:
         self._ready: set[str] = set()
         self._cache_unit: str | None = None
         self._cache: dict[str, pa.Table] = {}
+        # Decoded images are shared only where they can be reused: by two or more pixel stages run here
+        # (the inline backend, a fused Ray segment). A pool of one GPU stage decodes each image once anyway.
+        budget = pixel_cache_budget() if pixel_cache_bytes is None else pixel_cache_bytes
+        pixel_stages = sum(1 for st in stages.values() if st.needs_pixels)
+        self.pixels = PixelCache(budget if pixel_stages >= 2 else 0)
 
     # -- tables ---------------------------------------------------------------------------------
     def table(self, stage: str, unit_id: str) -> pa.Table:
         """A stage's table for a unit (cached for the unit being worked on)."""
-        if self._cache_unit != unit_id:
-            self._cache_unit, self._cache = unit_id, {}
+        self._enter_unit(unit_id)
         if stage not in self._cache:
             self._cache[stage] = self.store.read_table(data_path(stage, unit_id))
         return self._cache[stage]
+
+    def _enter_unit(self, unit_id: str) -> None:
+        """Drop the cached tables and pixels of the previous unit when work moves to another one."""
+        if self._cache_unit != unit_id:
+            self._cache_unit, self._cache = unit_id, {}
+            self.pixels.clear()
+
+    def _pixel_loader(self) -> Callable[[dict[str, Any]], np.ndarray]:
+        return self.pixels.load if self.pixels.max_bytes else load_pixels
 
     def build_input(self, name: str, unit: Unit) -> UnitInput:
         stage = self.stages[name]
@@ -107,7 +200,7 @@ class UnitRunner:
             unit.unit_id,
             align(images, ids),
             {req: align(tbl, ids) for req, tbl in inputs.items()},
-            pixel_loader=load_pixels if stage.needs_pixels else None,
+            pixel_loader=self._pixel_loader() if stage.needs_pixels else None,
             annotation_loader=load_annotation if stage.needs_annotations else None,
         )
 
@@ -129,15 +222,17 @@ class UnitRunner:
             engine_version=grand_engine.__version__,
         )
         start = time.perf_counter()
+        self._enter_unit(unit.unit_id)
         last_exc: BaseException | None = None
         for _attempt in range(self.retries + 1):
             try:
                 self._ensure_setup(name)
                 unit_input = self.build_input(name, unit)
                 fault_point("executor.before_process")
-                result = stage.process(unit_input)
-                fault_point("executor.after_process")
-                table, errors = self.check_result(stage, unit_input, result)
+                with new_objects_gc():
+                    result = stage.process(unit_input)
+                    fault_point("executor.after_process")
+                    table, errors = self.check_result(stage, unit_input, result)
                 self._write(name, unit.unit_id, table, errors, record)
                 record.status = "done"
                 record.images = len(unit_input.image_ids) if name != ROOT_STAGE else len(unit.members)

@@ -38,8 +38,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from grand_engine.geometry import clip_boxes, iou_matrix, order_corners
+from grand_engine.geometry import UNION_EPS, clip_boxes, iou_matrix, order_corners
 from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
 from grand_engine.schema import BOX, RLE, table_schema
 from grand_engine.validate import SEGMENTATION_SOURCES
@@ -91,16 +92,178 @@ class MaskPool:
         if keep_boxes:
             self.boxes = np.concatenate([self.boxes, order_corners(np.asarray(keep_boxes, dtype=np.float64))])
 
+    def add_annotations(self, anns: pa.StructArray, source: str, where: str, size: list[int]) -> None:
+        """:meth:`add` for one image's annotations as an Arrow struct array (fields ``bbox`` and ``segmentation``),
+        read column by column: no Python object is made per annotation except the kept masks' RLE dicts."""
+        n = len(anns)
+        if n == 0:
+            return
+        fields = dict(zip([f.name for f in anns.type], anns.flatten(), strict=True))  # parent nulls applied
+        box_arr, seg_arr = fields["bbox"], fields["segmentation"]
+        box_ok = np.asarray(box_arr.is_valid())
+        seg_ok = np.asarray(seg_arr.is_valid())
+        boxes = np.full((n, 4), np.nan)
+        if box_ok.any():
+            boxes[box_ok] = np.asarray(box_arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(
+                -1, 4
+            )
+        usable = box_ok & seg_ok & np.isfinite(boxes).all(axis=1)
+        size_arr, counts_arr = seg_arr.flatten()
+        sizes = np.full((n, 2), -1, dtype=np.int64)
+        size_ok = np.asarray(size_arr.is_valid())
+        if size_ok.any():
+            flat = size_arr.flatten().to_numpy(zero_copy_only=False)
+            sizes[size_ok] = np.nan_to_num(np.asarray(flat, dtype=np.float64), nan=-1).astype(np.int64).reshape(-1, 2)
+        lengths = np.asarray(pc.fill_null(pc.binary_length(counts_arr), 0).to_numpy(zero_copy_only=False))
+        bad = usable & (((sizes[:, 0] != size[0]) | (sizes[:, 1] != size[1])) | (lengths == 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{where}[{i}]: mask size {size_arr[i].as_py() or []} is not the image's [height, width] {size}"
+            )
+        if not usable.any():
+            return
+        h, w = int(size[0]), int(size[1])
+        counts = counts_arr.filter(pa.array(usable)).to_pylist()
+        self.rles.extend({"size": [h, w], "counts": c} for c in counts)
+        self.sources.extend([source] * len(counts))
+        self.boxes = np.concatenate([self.boxes, order_corners(boxes[usable])])
+
     def best(self, boxes: np.ndarray, threshold: float) -> list[tuple[int, float] | None]:
-        """For each box: ``(index, IoU)`` of the best-overlapping pool entry when IoU ``>= threshold``."""
+        """For each box: ``(index, IoU)`` of the best-overlapping pool entry when IoU ``>= threshold``.
+
+        The best entry is the one of highest IoU, the first on ties. For ``threshold > 0`` only the pairs
+        that can reach it are computed (:func:`_pairs_above`); the result equals the dense matrix's.
+        """
         if len(self.rles) == 0 or len(boxes) == 0:
             return [None] * len(boxes)
-        ious = iou_matrix(boxes, self.boxes)
-        out: list[tuple[int, float] | None] = []
-        for row in ious:
-            j = int(np.argmax(row))  # first on ties
-            out.append((j, float(row[j])) if row[j] >= threshold else None)
+        if not threshold > 0:
+            ious = iou_matrix(boxes, self.boxes)
+            j = np.argmax(ious, axis=1)  # first on ties
+            i = np.arange(len(boxes))
+            return [(int(b), float(v)) if v >= threshold else None for b, v in zip(j, ious[i, j], strict=True)]
+        i, j, ious = _pairs_above(np.asarray(boxes, dtype=np.float64), self.boxes, threshold)
+        out: list[tuple[int, float] | None] = [None] * len(boxes)
+        if len(i):
+            order = np.lexsort((j, -ious, i))  # per box: highest IoU first, then the first pool entry
+            i, j, ious = i[order], j[order], ious[order]
+            first = np.flatnonzero(np.concatenate(([True], i[1:] != i[:-1])))
+            for a, b, v in zip(i[first].tolist(), j[first].tolist(), ious[first].tolist(), strict=True):
+                out[a] = (b, v)
         return out
+
+
+def _pairs_above(a: np.ndarray, b: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair ``(i, j)`` of ``a[i]`` and ``b[j]`` with IoU ``>= threshold > 0``, as ``(i, j, iou)`` arrays.
+
+    IoU ``>= t`` means the intersection holds at least ``t`` of each box, which implies ``t·w_a <= w_b <= w_a/t``
+    (heights alike), ``|x1_a - x1_b| <= (1 - t)/t · w_a`` and ``|y1_a - y1_b| <= (1 - t)/t · h_a``. So ``b`` is
+    indexed by width class (widths within a factor ``1/t``), horizontal strip of ``y1`` and ``x1``, in one sorted
+    key; each ``a`` looks up the classes and strips its bounds touch and, in each, its ``x1`` window
+    (``searchsorted``). The work follows the boxes near each box, not ``len(a) × len(b)``. Candidates then pass the
+    cheap conditions above and their IoU is computed exactly as :func:`grand_engine.geometry.iou_matrix` does, so
+    pairs and values equal the dense matrix's. Every bound is widened by a rounding margin: a window may only be
+    too wide, never too narrow.
+    """
+    t = min(float(threshold), 1.0)
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+    wb = np.clip(b[:, 2] - b[:, 0], 0.0, None)
+    hb = np.clip(b[:, 3] - b[:, 1], 0.0, None)
+    pool = np.flatnonzero((wb > 0) & (hb > 0))  # a box without area has IoU 0 with everything
+    if len(a) == 0 or len(pool) == 0:
+        return empty
+    wa = np.clip(a[:, 2] - a[:, 0], 0.0, None)
+    ha = np.clip(a[:, 3] - a[:, 1], 0.0, None)
+    rx = (1.0 - t) / t * wa + 1e-6 * (1.0 + np.abs(a[:, 0]) + wa)
+    ry = (1.0 - t) / t * ha + 1e-6 * (1.0 + np.abs(a[:, 1]) + ha)
+    # Width classes: edges w_min · (1/t)^k; searchsorted makes the class a monotone function of the width.
+    w_min, w_max = float(wb[pool].min()), float(wb[pool].max())
+    n_cls = 1 if t >= 1.0 else min(64, int(np.ceil(np.log(w_max / w_min) / -np.log(t))) + 1)
+    edges = w_min * (1.0 / t) ** np.arange(n_cls) if t < 1.0 else np.array([w_min])
+    cls_b = np.searchsorted(edges, wb[pool], side="right") - 1
+    c_lo = np.clip(np.searchsorted(edges, t * wa * (1 - 1e-9), side="right") - 1, 0, n_cls)
+    c_hi = np.clip(np.searchsorted(edges, wa / t * (1 + 1e-9), side="right") - 1, -1, n_cls - 1)
+    # Strips of y1.
+    y0 = float(b[pool, 1].min())
+    strip = max(float(np.median(ry)), (float(b[pool, 1].max()) - y0) / 256.0, 1e-3)  # at most ~257 strips
+    strip_b = np.floor((b[pool, 1] - y0) / strip).astype(np.int64)
+    n_str = int(strip_b.max()) + 1
+    s_lo = np.clip(np.floor((a[:, 1] - ry - y0) / strip), 0, n_str).astype(np.int64)
+    s_hi = np.clip(np.floor((a[:, 1] + ry - y0) / strip), -1, n_str - 1).astype(np.int64)
+    # One sorted key: (class, strip) block, then x1 shifted so that every x1 window stays inside its block.
+    x0 = float(min(a[:, 0].min(), b[pool, 0].min())) - float(rx.max()) - 1.0
+    block = float(max(a[:, 0].max(), b[pool, 0].max())) - x0 + float(rx.max()) + 1.0
+    keys_b = (cls_b * n_str + strip_b) * block + (b[pool, 0] - x0)
+    order = np.argsort(keys_b, kind="stable")
+    keys = keys_b[order]
+    order = pool[order]
+    # Lookups: every (box, class, strip) its bounds touch.
+    nc = np.maximum(c_hi - c_lo + 1, 0)
+    ns = np.maximum(s_hi - s_lo + 1, 0)
+    per = nc * ns
+    q = np.repeat(np.arange(len(a)), per)
+    k = np.arange(len(q)) - np.repeat(np.cumsum(per) - per, per)
+    q_block = (c_lo[q] + k // ns[q]) * n_str + (s_lo[q] + k % ns[q])
+    centre = q_block * block + (a[q, 0] - x0)
+    lo = np.searchsorted(keys, centre - rx[q], side="left")
+    hi = np.searchsorted(keys, centre + rx[q], side="right")
+    counts = np.maximum(hi - lo, 0)
+    total = int(counts.sum())
+    if total == 0:
+        return empty
+    # Candidates as positions in the sorted pool (gathers from sorted columns stay cache-friendly); cheap
+    # necessary conditions first (the y1 window, the width ratio, the height ratio), then the IoU.
+    bs = b[order]
+    x1s, y1s, x2s, y2s = (np.ascontiguousarray(bs[:, col]) for col in range(4))
+    ws, hs = wb[order], hb[order]
+    pos = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(total)
+    i = np.repeat(q, counts)
+    near = np.abs(np.repeat(a[q, 1], counts) - y1s[pos]) <= np.repeat(ry[q], counts)
+    i, pos = i[near], pos[near]
+    for sa, sb in ((wa, ws), (ha, hs)):
+        x, y = sa[i], sb[pos]
+        longer = np.maximum(x, y)
+        near = np.minimum(x, y) >= t * longer - 1e-9 * (1.0 + longer)
+        i, pos = i[near], pos[near]
+    ba = a[i]
+    area_a = wa[i] * ha[i]
+    area_b = ws[pos] * hs[pos]
+    iw = np.minimum(ba[:, 2], x2s[pos])
+    iw -= np.maximum(ba[:, 0], x1s[pos])
+    np.clip(iw, 0.0, None, out=iw)
+    ih = np.minimum(ba[:, 3], y2s[pos])
+    ih -= np.maximum(ba[:, 1], y1s[pos])
+    np.clip(ih, 0.0, None, out=ih)
+    inter = iw * ih
+    union = area_a + area_b
+    union -= inter
+    np.maximum(union, UNION_EPS, out=union)
+    ious = inter / union
+    keep = ious >= threshold
+    return i[keep].astype(np.int64), order[pos[keep]].astype(np.int64), ious[keep]
+
+
+def _annotation_array(unit: UnitInput, table: str, image_id: str) -> pa.StructArray | None:
+    """One image's ``annotations`` of ``table`` as an Arrow struct array (a null list gives an empty one), or
+    ``None`` when the table is not there or its annotations lack a ``bbox`` box or a ``segmentation`` RLE (then
+    the row path, with its errors, is taken)."""
+    tbl = unit.inputs.get(table)
+    if tbl is None or "annotations" not in tbl.column_names:
+        return None
+    kind = tbl.schema.field("annotations").type
+    if not pa.types.is_list(kind) or not pa.types.is_struct(kind.value_type):
+        return None
+    item = kind.value_type
+    names = [f.name for f in item]
+    if "bbox" not in names or "segmentation" not in names:
+        return None
+    if item.field("bbox").type != BOX or item.field("segmentation").type != RLE:
+        return None
+    pos = pc.index(tbl.column("image_id"), image_id).as_py()
+    if pos < 0:
+        return None
+    value = tbl.column("annotations")[pos]
+    return value.values if value.is_valid else pa.array([], type=item)
 
 
 def _object_boxes(entries: list[dict[str, Any]], width: int, height: int) -> np.ndarray:
@@ -134,6 +297,7 @@ def assign_masks(
     rest = list(range(len(entries)))
     for pool in (region, detector):
         hits = pool.best(boxes[rest], match_iou) if rest else []
+        clipped = clip_boxes(pool.boxes, width, height).tolist() if any(h is not None for h in hits) else []
         still = []
         for i, hit in zip(rest, hits, strict=True):
             if hit is None:
@@ -142,7 +306,7 @@ def assign_masks(
             j, iou = hit
             out[i] = {
                 "object_id": int(entries[i]["id"]),
-                "bbox": clip_boxes(pool.boxes[j], width, height)[0].tolist(),
+                "bbox": clipped[j],
                 "segmentation": pool.rles[j],
                 "segmentation_source": pool.sources[j],
                 "match_iou": iou,
@@ -215,6 +379,10 @@ class Masks(Stage):
         size = [height, width]
         region = MaskPool.empty()
         for table, source in self.region_tables.items():
+            arrow = _annotation_array(unit, table, image_id)
+            if arrow is not None:
+                region.add_annotations(arrow, source, f"{table}.annotations", size)
+                continue
             anns = unit.input_row(table, image_id).get("annotations") or []
             region.add(
                 [a.get("bbox") for a in anns],
