@@ -17,7 +17,7 @@ split into Ray's fixed start-up (``ray.init`` plus one actor-pool round trip, me
 interpreter start and imports (a no-op CLI run), and the rest (stage time measured by the engine's records minus
 the in-process time, Parquet writes, Ray Data scheduling).
 
-    .venv/bin/python benchmarks/bench_engine_overhead.py [--images 20] [--repeat 2]
+    .venv/bin/python benchmarks/bench_engine_overhead.py [--images 12] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def cli_run(shard: Path, out: Path, tiny_dir: Path, backend: str, cwd: Path, env
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -101,7 +101,7 @@ def new_objects_gc() -> Iterator[None]:
 
     A worker's heap holds hundreds of thousands of long-lived objects (torch, transformers, spaCy, loaded
     models); a logic stage that builds many small rows triggers collections that would walk all of them
-    each time, which made ``masks`` and ``level2`` 3-4x slower at 2,000 objects per image
+    each time, which made ``masks`` and ``level2`` 2-4x slower at 2,000 objects per image
     (``benchmarks/bench_scaling.py``). ``gc.freeze()`` sets the existing objects aside for the duration and
     ``gc.unfreeze()`` hands them back (both are O(1) list splices), so nothing is leaked: garbage among them
     is collected by a later full collection. Reference counting is unaffected. Does nothing when the
