@@ -25,7 +25,7 @@ def resource_dir(kind: str) -> Path:
 def manifest_path(name_or_path: str) -> Path:
     """Resolve a manifest given as a packaged name (``tiny``, ``grand``) or as a file path."""
     candidate = Path(name_or_path).expanduser()
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
         if not candidate.is_file():
             raise FileNotFoundError(f"pipeline manifest {candidate} does not exist")
         return candidate

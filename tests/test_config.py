@@ -139,3 +139,9 @@ def test_packaged_manifests_configure_every_stage(name):
     pipeline = build_pipeline(manifest)
     assert set(pipeline.order) == {n for n, s in manifest.stages.items() if s.enabled}
     assert {"level1", "level2", "level3", "level4", "grandf"} <= set(pipeline.order)
+
+
+def test_a_folder_named_like_a_packaged_manifest_does_not_shadow_it(tmp_path, monkeypatch):
+    (tmp_path / "tiny").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_manifest("tiny").name == "tiny"
