@@ -103,7 +103,7 @@ def test_help_lists_examples(capsys):
 def test_trust_remote_code_is_announced_loudly(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from grand_engine.cli import _check_models
+    from grand_engine.cli.pipeline import _check_models
     from grand_engine.config import ModelSpec
 
     pinned = ModelSpec(id=str(tmp_path), family="depth", trust_remote_code=True, revision="abc123")

@@ -35,7 +35,7 @@ def test_wheel_contains_package_data(wheel):
         "grand_engine/prompts/README.md",
         "grand_engine/data/lvis_v1_categories.txt",
         "grand_engine/data/affordance_labels.json",
-        "grand_engine/cli.py",
+        "grand_engine/cli/__init__.py",
     ):
         assert required in names, required
     assert any(n.endswith("entry_points.txt") for n in names)

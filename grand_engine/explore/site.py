@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from grand_engine.explore.cli import DEFAULT_IMAGES
 from grand_engine.grandf.reader import MissingStageError, done_units, image_info, iter_rows, read_unit
 from grand_engine.io.store import OutputStore
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+DEFAULT_IMAGES = 50
+"""Images the site shows when no number is given."""
 LEVEL_STAGES = ("level4", "level3", "level2", "level1")
 
 THUMB_SIDE = 320

@@ -37,13 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from grand_engine.grandf import records as R
-from grand_engine.grandf.cli import FORMATS, PER_IMAGE_FORMATS
 from grand_engine.grandf.reader import image_info, iter_rows, read_unit, require_units
 from grand_engine.grandf.writers import CocoWriter, JsonLinesWriter, JsonListWriter, PerImageFilesWriter
 from grand_engine.io.store import OutputStore
 
 __all__ = ["FORMATS", "PER_IMAGE_FORMATS", "ExportReport", "default_dest", "export"]
 MAX_EXAMPLES = 10
+
+FORMATS = ("grandf", "grandf-short", "grand", "coco", "refseg", "caption-grounding")
+"""Every export format (``docs/exports.md`` shows an example record of each)."""
+
+PER_IMAGE_FORMATS = ("grand", "refseg", "caption-grounding")
+"""Formats with one record per image, written as JSON Lines or as one file per image."""
 
 
 @dataclass

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from grand_engine.explore.cli import add_show_parser, cmd_show
+from grand_engine.cli.show import add_parser as add_show_parser
+from grand_engine.cli.show import run as cmd_show
 from grand_engine.explore.site import (
     ImageData,
     _script_json,

@@ -14,8 +14,9 @@ import json
 import numpy as np
 import pytest
 
+from grand_engine.cli.export import add_parser as add_export_parser
+from grand_engine.cli.export import run as cmd_export
 from grand_engine.grandf import records as R
-from grand_engine.grandf.cli import add_export_parser, cmd_export
 from grand_engine.grandf.exports import export
 from grand_engine.grandf.reader import MissingStageError
 from grand_engine.io import rle

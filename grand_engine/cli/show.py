@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-DEFAULT_IMAGES = 50
 
-
-def add_show_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``grand-engine show`` on the ``grand-engine`` subcommand parsers."""
     p = sub.add_parser(
         "show",
@@ -17,18 +15,19 @@ def add_show_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("out", help="the run's output folder (or s3://bucket/prefix)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--images", type=int, default=DEFAULT_IMAGES, help=f"first N images (default {DEFAULT_IMAGES})")
+    which.add_argument("--images", type=int, default=None, help="first N images (default 50)")
     which.add_argument("--image", default=None, help="one image id")
     p.add_argument("--html", default=None, metavar="DIR", help="write the site here (open DIR/index.html)")
     p.add_argument("--png", default=None, metavar="FILE", help="write one overlay PNG (--image, else the first image)")
     p.add_argument("--level", type=int, choices=(1, 2, 3, 4), default=None, help="table to show (default: highest)")
     p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    p.set_defaults(func=run)
     return p
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Write the site and/or the PNG; exit 2 when the output has nothing to show."""
-    from grand_engine.explore.site import build_site, write_overlay_png
+    from grand_engine.explore.site import DEFAULT_IMAGES, build_site, write_overlay_png
     from grand_engine.grandf.reader import MissingStageError
 
     if not args.html and not args.png:
@@ -39,7 +38,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             report = build_site(
                 args.out,
                 args.html,
-                images=args.images,
+                images=DEFAULT_IMAGES if args.images is None else args.images,
                 image_id=args.image,
                 level=args.level,
                 progress=not args.no_progress,

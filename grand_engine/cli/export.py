@@ -1,4 +1,4 @@
-"""``grand-engine export``: argument parser and command (heavy modules are imported only when it runs)."""
+"""``grand-engine export``: argument parser and command (the export code is imported only when it runs)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-FORMATS = ("grandf", "grandf-short", "grand", "coco", "refseg", "caption-grounding")
-"""Every export format (``docs/exports.md`` shows an example record of each)."""
 
-PER_IMAGE_FORMATS = ("grand", "refseg", "caption-grounding")
-"""Formats with one record per image, written as JSON Lines or as one file per image."""
-
-
-def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``grand-engine export`` on the ``grand-engine`` subcommand parsers."""
     p = sub.add_parser(
         "export",
@@ -24,7 +18,11 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "dest", help="destination file (a folder for --layout files; in an existing folder: a default name)"
     )
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument(
+        "--format",
+        required=True,
+        help="grandf, grandf-short, grand, coco, refseg or caption-grounding (docs/exports.md shows each)",
+    )
     p.add_argument("--level", type=int, choices=(3, 4), default=4, help="annotation table to read (default 4)")
     p.add_argument(
         "--layout",
@@ -35,12 +33,13 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--include-floating", action="store_true", help="coco, refseg: export floating objects too")
     p.add_argument("--max-images", type=int, default=None, help="stop after N images (trial exports)")
     p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    p.set_defaults(func=run)
     return p
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run one export and print its report; exit 1 when a record failed its check, 2 on a usage error."""
-    from grand_engine.grandf.exports import default_dest, export
+    from grand_engine.grandf.exports import PER_IMAGE_FORMATS, default_dest, export
     from grand_engine.grandf.reader import MissingStageError
 
     dest = Path(args.dest)

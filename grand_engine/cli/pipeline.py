@@ -1,33 +1,19 @@
-"""``grand-engine``: run, status, rerun, errors, demo and models commands."""
+"""``grand-engine run``, ``rerun``, ``status``, ``errors`` and ``demo``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grand_engine.config import ConfigError, PipelineManifest, load_manifest
-from grand_engine.explore.cli import add_show_parser, cmd_show
-from grand_engine.grandf.cli import add_export_parser, cmd_export
 
 if TYPE_CHECKING:
     from grand_engine.io.store import OutputStore
 
-EXAMPLES = """\
-examples:
-  grand-engine demo                                   build the sample shard and run it (tiny models, CPU)
-  grand-engine run --shards sa1b/ --out out/ --levels 1-4 --manifest grand
-  grand-engine run --shards 'sa1b/sa_00000*.tar' --out out/ --stages depth --max-units 2 --backend inline
-  grand-engine run --shards imgs/ --out out/ --set detect_ov.threshold=0.1 --set depth.resources.gpus=0.5
-  grand-engine status out/                            per-stage progress from the manifests
-  grand-engine rerun out/ --stage level1              recompute level1 and everything downstream
-  grand-engine errors out/ --stage images             list per-image error rows
-  grand-engine models tiny ~/.cache/grand-engine/tiny build tiny random checkpoints for CPU runs
-  grand-engine models check --manifest grand          resolve every checkpoint without loading it
-"""
+from grand_engine.cli.common import EXAMPLES, parse_vars
 
 
 def _add_run_options(p: argparse.ArgumentParser, rerun: bool = False) -> None:
@@ -66,66 +52,6 @@ def _add_run_options(p: argparse.ArgumentParser, rerun: bool = False) -> None:
         help="take over the output's lock even if another driver seems to hold it (only when that driver is gone)",
     )
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="grand-engine",
-        description="GranD grounded vision-language annotation pipeline: SA-1B shards → Parquet levels 1–4.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p_run = sub.add_parser(
-        "run",
-        help="run the pipeline (skips work already done)",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_run_options(p_run)
-
-    p_status = sub.add_parser("status", help="per-stage progress of an output folder, from its manifests")
-    p_status.add_argument("out")
-    p_status.add_argument("--json", action="store_true", help="machine-readable output")
-
-    p_rerun = sub.add_parser("rerun", help="invalidate a stage and its descendants, then run again")
-    p_rerun.add_argument("out")
-    p_rerun.add_argument("--stage", required=True)
-    _add_run_options(p_rerun, rerun=True)
-
-    p_err = sub.add_parser("errors", help="list per-image error rows")
-    p_err.add_argument("out")
-    p_err.add_argument("--stage", default=None)
-    p_err.add_argument("--limit", type=int, default=50)
-
-    p_demo = sub.add_parser("demo", help="build the sample shard and run every stage of the tiny manifest on it")
-    p_demo.add_argument("--out", default="demo_out", help="demo folder (default: ./demo_out)")
-    p_demo.add_argument("--backend", choices=["ray", "inline"], default="ray")
-    p_demo.add_argument("--levels", default=None, help="levels to run (default: every stage of the manifest)")
-    p_demo.add_argument("--no-progress", action="store_true")
-
-    p_models = sub.add_parser("models", help="tiny checkpoints and checkpoint checks")
-    msub = p_models.add_subparsers(dest="models_command", required=True)
-    p_tiny = msub.add_parser("tiny", help="build tiny random-initialised checkpoints of every model family")
-    p_tiny.add_argument("dir", nargs="?", default=None, help="destination (default: GRAND_TINY_DIR or ~/.cache/…)")
-    p_tiny.add_argument("--force", action="store_true", help="rebuild existing checkpoints")
-    p_check = msub.add_parser("check", help="resolve every checkpoint of a manifest without loading weights")
-    p_check.add_argument("--manifest", default="tiny")
-    p_check.add_argument("--var", dest="variables", action="append", default=[], metavar="NAME=VALUE")
-    add_export_parser(sub)
-    add_show_parser(sub)
-    return parser
-
-
-def _parse_vars(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--var expects NAME=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v
-    return out
 
 
 def _execute(
@@ -236,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.shards,
         args.out,
         args.overrides,
-        _parse_vars(args.variables),
+        parse_vars(args.variables),
         args.levels,
         args.stages,
         args.unit_size,
@@ -339,46 +265,35 @@ def _ensure_tiny_checkpoints() -> Path | None:
     return dest
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    if args.models_command == "tiny":
-        from grand_engine.models import tiny
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``run``, ``status``, ``rerun``, ``errors`` and ``demo``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p_run = sub.add_parser(
+        "run", help="run the pipeline (skips work already done)", epilog=EXAMPLES, formatter_class=fmt
+    )
+    _add_run_options(p_run)
+    p_run.set_defaults(func=cmd_run)
 
-        dest = Path(args.dir).expanduser() if args.dir else tiny.default_tiny_dir()
-        for r in tiny.build_all(dest, force=args.force):
-            state = "built" if r.built else "kept"
-            print(f"{r.name:<24} {state:<6} {r.bytes / 1e6:7.2f} MB {r.seconds:6.2f} s  {r.path}")
-        return 0
-    from grand_engine.models.check import check_manifest, format_checks
+    p_status = sub.add_parser("status", help="per-stage progress of an output folder, from its manifests")
+    p_status.add_argument("out")
+    p_status.add_argument("--json", action="store_true", help="machine-readable output")
+    p_status.set_defaults(func=cmd_status)
 
-    manifest = load_manifest(args.manifest, variables=_parse_vars(args.variables))
-    checks = check_manifest(manifest)
-    print(format_checks(checks))
-    return 0 if all(c.result.found for c in checks) else 1
+    p_rerun = sub.add_parser("rerun", help="invalidate a stage and its descendants, then run again")
+    p_rerun.add_argument("out")
+    p_rerun.add_argument("--stage", required=True)
+    _add_run_options(p_rerun, rerun=True)
+    p_rerun.set_defaults(func=cmd_rerun)
 
+    p_err = sub.add_parser("errors", help="list per-image error rows")
+    p_err.add_argument("out")
+    p_err.add_argument("--stage", default=None)
+    p_err.add_argument("--limit", type=int, default=50)
+    p_err.set_defaults(func=cmd_errors)
 
-COMMANDS = {
-    "run": cmd_run,
-    "rerun": cmd_rerun,
-    "status": cmd_status,
-    "errors": cmd_errors,
-    "demo": cmd_demo,
-    "models": cmd_models,
-    "export": cmd_export,
-    "show": cmd_show,
-}
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
-    from grand_engine.runtime.lock import LockLostError, OutputLockedError
-
-    try:
-        return COMMANDS[args.command](args)
-    except (ConfigError, OSError, OutputLockedError, LockLostError) as exc:
-        print(f"grand-engine: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    p_demo = sub.add_parser("demo", help="build the sample shard and run every stage of the tiny manifest on it")
+    p_demo.add_argument("--out", default="demo_out", help="demo folder (default: ./demo_out)")
+    p_demo.add_argument("--backend", choices=["ray", "inline"], default="ray")
+    p_demo.add_argument("--levels", default=None, help="levels to run (default: every stage of the manifest)")
+    p_demo.add_argument("--no-progress", action="store_true")
+    p_demo.set_defaults(func=cmd_demo)
