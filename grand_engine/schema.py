@@ -127,7 +127,5 @@ VERIFICATION = pa.struct(
     ]
 )
 
-DENSE_CAPTION = pa.struct(
-    [("caption", pa.string()), ("details", pa.list_(DETAIL)), ("verification", VERIFICATION)]
-)
+DENSE_CAPTION = pa.struct([("caption", pa.string()), ("details", pa.list_(DETAIL)), ("verification", VERIFICATION)])
 """The level-3 dense caption with its grounded phrases and its verification record."""
