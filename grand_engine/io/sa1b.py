@@ -14,9 +14,12 @@ Bad members are normal input. They become :class:`Member` entries with ``error_t
                        long-name/pax header block over 1 MiB (skipped unread, see below)
 ``DuplicateMember``    second and later image (or JSON) with an already seen id
 ``NotARegularFile``    symlink, hard link, device or sparse member with an image/JSON name (never followed)
-``TruncatedShard``     member data past the end of the file, or a header cut off at the end
+``TruncatedShard``     member data past the end of the file, a header cut off at the end, or no end-of-archive
+                       marker (the file ends after a complete member: a cut at a member boundary); the
+                       row names the shard and how many members were read before the end
 ``CorruptShard``       a garbled header: scanning stops there, earlier members stay usable
 ``UnreadableShard``    the file is empty or not an (uncompressed) tar at all
+``EmptyShard``         a valid tar without a single image or annotation member (said once, by one row)
 
 Unrelated members (README, ``.txt``, directories, other extensions) are ignored silently.
 
@@ -53,6 +56,10 @@ __all__ = [
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 MAX_META_HEADER_BYTES = 1 << 20
 """Largest GNU long-name/long-link or pax header block that is read (1 MiB; SA-1B names are ~15 bytes)."""
+INDEX_FORMAT = 2
+"""Version of the indexing rules, stored in :meth:`ShardIndex.to_json`. A cached index written under other
+rules (version 1 had no end-of-archive and empty-shard rows) is refused by :meth:`ShardIndex.from_json`, so a
+cache of it is rebuilt instead of trusted."""
 MAX_NAME_CHARS = 4096
 """Longest accepted member name (Linux ``PATH_MAX``); longer names become ``UnsafeMemberName`` entries."""
 _META_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, b"X")
@@ -129,6 +136,7 @@ class ShardIndex:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "format": INDEX_FORMAT,
             "shard": self.shard,
             "path": self.path,
             "kind": self.kind,
@@ -139,6 +147,9 @@ class ShardIndex:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ShardIndex:
+        """The index written by :meth:`to_json`; ``ValueError`` when it was made under other indexing rules."""
+        if d.get("format") != INDEX_FORMAT:
+            raise ValueError(f"shard index format {d.get('format')!r}, expected {INDEX_FORMAT}: index the shard again")
         return cls(
             shard=d["shard"],
             path=d["path"],
@@ -282,6 +293,8 @@ def _index_tar(path: Path) -> ShardIndex:
                     index.members.append(
                         _shard_error(shard, start, "TruncatedShard", f"{path}: the file ends inside a skipped member")
                     )
+                elif start == stat.st_size:  # the last skipped member ends exactly where the file does
+                    index.members.append(_no_end_marker(path, shard, stat.st_size, len(skipped)))
                 return index
             if stat.st_size == 0:
                 msg = f"{path}: empty file (0 bytes), not a tar"
@@ -290,6 +303,7 @@ def _index_tar(path: Path) -> ShardIndex:
             index.members.append(_shard_error(shard, 0, "UnreadableShard", msg))
             return index
         stopped_at: int | None = None
+        read = 0  # member headers read (every member, related or not)
         while True:
             header_offset = tf.offset
             if tf.firstmember is None:  # the next call reads a header: measure its meta blocks first
@@ -325,16 +339,38 @@ def _index_tar(path: Path) -> ShardIndex:
             if info is None:
                 stopped_at = tf.offset
                 break
+            read += 1
             entry = _entry_for(path, info, stat.st_size)
             if entry is not None:
                 entries.append(entry)
             tf.members.clear()  # keep memory flat on 10k-member shards
         if tail is None and stopped_at is not None:
-            tail = _check_tail(f, path, shard, stopped_at, stat.st_size)
+            if stopped_at >= stat.st_size:
+                # tarfile stops quietly at the end of the file, as it does at an end-of-archive marker: a shard
+                # cut right after a complete member would otherwise look whole and lose what followed unseen.
+                last = entries[-1] if entries else None
+                if last is None or last.problem is None or last.problem[0] != "TruncatedShard":  # not said yet
+                    tail = _no_end_marker(path, shard, stat.st_size, read + len(skipped))
+            else:
+                tail = _check_tail(f, path, shard, stopped_at, stat.st_size)
     index.members = _pair(entries, shard=shard, strict=True, tail=tail) + skipped
     if tail is not None:
         index.members.append(tail)
+    elif not index.members:
+        what = "no members at all" if read == 0 else f"{read} members, none of them an image or an annotation"
+        index.members.append(_shard_error(shard, 0, "EmptyShard", f"{path}: a tar with {what}; nothing to process"))
     return index
+
+
+def _no_end_marker(path: Path, shard: str, file_size: int, members: int) -> Member:
+    """The row of a tar that ends after a complete member, without the end-of-archive marker."""
+    return _shard_error(
+        shard,
+        file_size,
+        "TruncatedShard",
+        f"{path}: shard {shard!r} ends at byte {file_size} after {members} members, without the tar "
+        "end-of-archive marker; the file looks cut off, members after this point are lost",
+    )
 
 
 def _blocks(size: int) -> int:

@@ -188,6 +188,47 @@ def test_cut_inside_a_header(tmp_path: Path) -> None:
     assert read_locator(index.members[1].image) == payload["sa_2.jpg"]
 
 
+@pytest.mark.parametrize(
+    ("cut", "expected", "members_read"),
+    [
+        # at a pair boundary: sa_3 would vanish without a word
+        ("header:sa_3.jpg", [("sa_1", None), ("sa_2", None)], 4),
+        # between an image and its annotation
+        ("header:sa_3.json", [("sa_1", None), ("sa_2", None), ("sa_3", "MissingAnnotation")], 5),
+        # right after the last member's data, before its padding: every member is whole, the end is not
+        ("data_end:sa_3.json", [("sa_1", None), ("sa_2", None), ("sa_3", None)], 6),
+        # after the last member's padding, where the end-of-archive marker should start
+        ("padded_end:sa_3.json", [("sa_1", None), ("sa_2", None), ("sa_3", None)], 6),
+    ],
+)
+def test_cut_at_a_member_boundary_without_end_marker(tmp_path: Path, cut: str, expected, members_read) -> None:
+    path, payload = simple_shard(tmp_path / "sa_000004.tar", n=3)
+    where, name = cut.split(":")
+    header_off, data_off, size = member_offsets(path)[name]
+    length = {"header": header_off, "data_end": data_off + size, "padded_end": data_off + 512 * -(-size // 512)}[where]
+    truncate(path, length)
+    index = index_shard(path)
+    got = [(m.image_id, m.error_type) for m in index.members]
+    assert got == [*expected, (f"sa_000004@{length}", "TruncatedShard")]
+    tail = index.members[-1].error
+    assert str(path) in tail and "'sa_000004'" in tail
+    assert f"after {members_read} members, without the tar end-of-archive marker" in tail
+    assert f"ends at byte {length}" in tail
+    if expected[-1][1] == "MissingAnnotation":
+        assert "end-of-archive marker" in index.members[-2].error
+    for m in index.members[: len(expected)]:
+        if m.error_type is None:
+            assert read_locator(m.annotation) == payload[f"{m.image_id}.json"]
+
+
+def test_end_marker_cut_in_half_loses_nothing(tmp_path: Path) -> None:
+    # One of the two zero blocks is left: a zero block can never start a member, so the archive was complete.
+    path, _ = simple_shard(tmp_path / "sa_000005.tar", n=2)
+    _, data_off, size = member_offsets(path)["sa_2.json"]
+    truncate(path, data_off + 512 * -(-size // 512) + 512)
+    assert [(m.image_id, m.error_type) for m in index_shard(path).members] == [("sa_1", None), ("sa_2", None)]
+
+
 def test_garbled_header_stops_scanning(tmp_path: Path) -> None:
     path, payload = simple_shard(tmp_path / "g.tar", n=3)
     header_off, _, _ = member_offsets(path)["sa_2.jpg"]
@@ -216,10 +257,20 @@ def test_concatenated_tars_are_read_to_the_first_end_marker(tmp_path: Path) -> N
 
 def test_empty_tar_zero_byte_file_and_non_tar(tmp_path: Path) -> None:
     empty = write_tar(tmp_path / "empty.tar", [])
-    assert index_shard(empty).members == []
+    [row] = index_shard(empty).members  # said once
+    assert (row.image_id, row.error_type) == ("empty@0", "EmptyShard")
+    assert str(empty) in row.error and "no members at all" in row.error
+    only_readme = write_tar(tmp_path / "readme.tar", [("README.md", b"hello"), "docs/"])
+    [row] = index_shard(only_readme).members
+    assert (row.image_id, row.error_type) == ("readme@0", "EmptyShard")
+    assert "2 members, none of them an image or an annotation" in row.error
+    one_block = tmp_path / "one_block.tar"  # a single zero block: an end marker cut in half, still empty
+    one_block.write_bytes(b"\0" * 512)
+    assert [(m.image_id, m.error_type) for m in index_shard(one_block).members] == [("one_block@0", "EmptyShard")]
     zero = tmp_path / "zero.tar"
     zero.write_bytes(b"")
-    assert [(m.image_id, m.error_type) for m in index_shard(zero).members] == [("zero@0", "UnreadableShard")]
+    [row] = index_shard(zero).members  # empty and without an end marker: said once, not twice
+    assert (row.image_id, row.error_type) == ("zero@0", "UnreadableShard") and "empty file (0 bytes)" in row.error
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"this is not a tar file at all" * 40)
     assert [m.error_type for m in index_shard(junk).members] == ["UnreadableShard"]
@@ -242,6 +293,10 @@ def test_index_json_round_trip(tmp_path: Path) -> None:
     index = index_shard(path)
     again = ShardIndex.from_json(json.loads(json.dumps(index.to_json())))
     assert again == index
+    older = index.to_json()
+    del older["format"]  # written before the end-of-archive rules: not trusted
+    with pytest.raises(ValueError, match="index the shard again"):
+        ShardIndex.from_json(older)
     assert [m.image_id for m in again.good] == ["sa_1"] and [m.image_id for m in again.errors] == ["sa_2"]
 
 
