@@ -13,6 +13,13 @@ and PNG are opened through their plugin classes, which skip that global check, s
 below ``max_pixels`` decodes whatever the global says. Pillow's WebP plugin checks the global in
 its own constructor; if it refuses an image that ``max_pixels`` allows, the error says so.
 
+**Minimum size.** :func:`probe_image` refuses an image whose shorter side is below ``min_side`` with
+:class:`ImageTooSmall` (the ``images`` stage passes :data:`MIN_SIDE_DEFAULT` = 8; the function's own default,
+1, accepts any non-empty image). Models cannot be trusted with tinier inputs: Hugging Face image processors
+guess the channel axis from the array's shape and take a leading 1, 3 or 4 for the channels, so an image 1 or
+4 pixels tall crashes the depth and detector models deep inside, and one 3 pixels tall is silently read
+transposed.
+
 **Colour.** :func:`decode_image` always returns ``H×W×3`` uint8 RGB in displayed orientation (EXIF
 orientation applied). Greyscale is replicated to three channels (16-bit greyscale is scaled to 8
 bits), CMYK and palette images are converted, and **transparency is composited onto white** (a
@@ -28,10 +35,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_PIXELS_DEFAULT", "ImageError", "ImageInfo", "decode_image", "probe_image"]
+__all__ = [
+    "MAX_PIXELS_DEFAULT",
+    "MIN_SIDE_DEFAULT",
+    "ImageError",
+    "ImageInfo",
+    "ImageTooSmall",
+    "decode_image",
+    "probe_image",
+]
 
 MAX_PIXELS_DEFAULT = 100_000_000
 """Largest accepted width×height (decompression-bomb guard); about 300 MB once decoded to RGB."""
+MIN_SIDE_DEFAULT = 8
+"""Smallest accepted width and height for the pipeline. Image processors of the Hugging Face models take an
+array 1, 3 or 4 pixels tall for channels-first (so 1×1 and 4×4 images crash the depth and detector models and a
+3-pixel-tall one is read transposed); 8 pixels, one JPEG block, clears that with a margin, and SA-1B images are
+~1500 pixels on their shorter side."""
 
 _ORIENTATION_TAG = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -51,6 +71,10 @@ _OTHER_FORMATS = (
 
 class ImageError(ValueError):
     """The bytes are not a supported, complete image within the pixel limit."""
+
+
+class ImageTooSmall(ImageError):
+    """A valid image whose width or height is below the minimum side the pipeline accepts."""
 
 
 @dataclass(frozen=True)
@@ -213,14 +237,20 @@ def _check(header: _Header, max_pixels: int) -> None:
         )
 
 
-def probe_image(data: bytes, max_pixels: int = MAX_PIXELS_DEFAULT) -> ImageInfo:
+def probe_image(data: bytes, max_pixels: int = MAX_PIXELS_DEFAULT, min_side: int = 1) -> ImageInfo:
     """Format, displayed size and EXIF orientation from the header bytes; never decodes pixels.
 
     Raises :class:`ImageError` for non-images, formats other than JPEG/PNG/WebP, a zero size, a
-    size above ``max_pixels``, and truncated data.
+    size above ``max_pixels``, and truncated data; :class:`ImageTooSmall` when the width or the height
+    is below ``min_side``.
     """
     header = _parse_header(data)
     _check(header, max_pixels)
+    if min(header.width, header.height) < min_side:
+        raise ImageTooSmall(
+            f"{header.format} image is {header.width}×{header.height} pixels, below the minimum side of "
+            f"min_side = {min_side} (models misread or crash on tinier inputs; lower min_side to accept it)"
+        )
     orientation = _orientation(header.exif)
     w, h = header.width, header.height
     if orientation in _SWAPS_AXES:

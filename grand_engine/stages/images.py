@@ -3,8 +3,9 @@
 Every other stage reads this table to know which images exist and where their bytes are (shard path,
 byte offset and length), so pixels and SA-1B JSON are read on demand by seeking into the shard —
 never extracted to disk. An entry that cannot be used (missing pair, unsafe or duplicate name,
-truncated shard, not an image, corrupt data, decompression bomb, a member larger than
-``max_image_bytes``) becomes an error row here, once, and the image is absent from every downstream table.
+truncated or empty shard, not an image, corrupt data, decompression bomb, a member larger than
+``max_image_bytes``, an image with a side below ``min_side``) becomes an error row here, once, and the image is
+absent from every downstream table.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from grand_engine.io.images import MAX_PIXELS_DEFAULT, ImageError, decode_image, probe_image
+from grand_engine.io.images import MAX_PIXELS_DEFAULT, MIN_SIDE_DEFAULT, ImageError, decode_image, probe_image
 from grand_engine.io.sa1b import Member, read_locator
 from grand_engine.runtime.stage import ErrorRecord, Stage, StageResult, UnitInput
 from grand_engine.schema import IMAGES_SCHEMA
@@ -34,6 +35,9 @@ class ImagesStage(Stage):
 
     max_pixels: int = MAX_PIXELS_DEFAULT  # decompression-bomb guard: larger headers are rejected before decoding
     max_image_bytes: int = MAX_IMAGE_BYTES_DEFAULT  # larger members are refused before they are read into memory
+    # Smaller widths/heights are refused (ImageTooSmall): model image processors take an array 1, 3 or 4 pixels
+    # tall for channels-first and crash or read it transposed; 8 clears that (SA-1B images are ~1500 px).
+    min_side: int = MIN_SIDE_DEFAULT
     verify_decode: bool = True  # decode each image once here so corrupt data fails in one place, not per stage
 
     def process(self, unit: UnitInput) -> StageResult:
@@ -57,7 +61,7 @@ class ImagesStage(Stage):
                 "(refused unread; raise max_image_bytes to accept it)"
             )
         data = read_locator(member.image)
-        info = probe_image(data, max_pixels=self.max_pixels)
+        info = probe_image(data, max_pixels=self.max_pixels, min_side=self.min_side)
         if self.verify_decode:
             decode_image(data, max_pixels=self.max_pixels)
         ann = member.annotation

@@ -5,8 +5,9 @@ good ``sa_4`` pair after it unless the shard is cut there) and runs ``images →
 t_double → t_pixels`` on the inline backend. The checks: the error row names the image, the stage that
 refused it and the error type, its message gives the reason; every good image of the same shard is in
 every table exactly once; a refused image is absent from the refusing stage and everything downstream.
-Inputs that are valid but unusual (alpha, CMYK, greyscale, EXIF rotation, 1×1) are converted, not
-failed, and their pixels are checked by hand.
+Inputs that are valid but unusual (alpha, CMYK, greyscale, EXIF rotation, 1×1 once ``min_side`` allows it) are
+converted, not failed, and their pixels are checked by hand; by default an image under 8 pixels a side is refused
+when read (``ImageTooSmall``).
 
 The "corrupt JPEG" breaks a header table, which libjpeg cannot decode. Damage *inside* the
 entropy-coded data of a JPEG that still ends with its end-of-image marker is not detected: libjpeg
@@ -109,6 +110,7 @@ class Case:
     reasons: dict[str, str]  # image_id -> words its error message contains
     good: tuple[str, ...] = ("sa_1", "sa_2", "sa_4")
     cut_inside: str | None = None  # truncate the tar in the middle of this member's data
+    cut_at: str | None = None  # truncate the tar right before this member's header (a cut at a member boundary)
     error_rows: int | None = None  # when several members share one image id (default: one row per id)
     tar_format: int = tarfile.GNU_FORMAT
     params: dict = field(default_factory=dict)  # stage -> parameter overrides for this case
@@ -122,6 +124,27 @@ def _truncated_tar() -> Case:
         {"sa_3": "cut off"},
         good=("sa_1", "sa_2"),
         cut_inside="sa_3.jpg",
+    )
+
+
+def _cut_at_a_pair_boundary() -> Case:
+    # The file ends after sa_2's annotation: no end-of-archive marker, so sa_3 and sa_4 are lost, and said so.
+    return Case(
+        [*pair(1), *pair(2), *pair(3), *pair(4)],
+        {("@cut", "images", "TruncatedShard")},
+        {"@cut": "after 4 members, without the tar end-of-archive marker"},
+        good=("sa_1", "sa_2"),
+        cut_at="sa_3.jpg",
+    )
+
+
+def _cut_between_image_and_annotation() -> Case:
+    return Case(
+        [*pair(1), *pair(2), *pair(3), *pair(4)],
+        {("sa_3", "images", "MissingAnnotation"), ("@cut", "images", "TruncatedShard")},
+        {"sa_3": "has no sa_3.json annotation member", "@cut": "after 5 members, without the tar end-of-archive"},
+        good=("sa_1", "sa_2"),
+        cut_at="sa_3.json",
     )
 
 
@@ -175,6 +198,32 @@ def _bomb_jpeg() -> Case:
         [*pair(1), *pair(2), *pair(3, bomb_jpeg(), ann(3, 30_000, 30_000, masks=[])), *pair(4)],
         {("sa_3", "images", "ImageError")},
         {"sa_3": "decompression-bomb guard"},
+    )
+
+
+def _one_pixel_image() -> Case:
+    # Valid, but models misread or crash on it: refused when read, not deep inside depth or a detector.
+    tiny = io.BytesIO()
+    Image.new("RGB", (1, 1), (9, 99, 199)).save(tiny, format="PNG")
+    return Case(
+        [
+            *pair(1),
+            *pair(2),
+            *pair(3, tiny.getvalue(), ann(3, 1, 1, masks=[np.ones((1, 1), bool)]), ext="png"),
+            *pair(4),
+        ],
+        {("sa_3", "images", "ImageTooSmall")},
+        {"sa_3": "PNG image is 1×1 pixels, below the minimum side of min_side = 8"},
+    )
+
+
+def _image_below_a_raised_minimum_side() -> Case:
+    small = jpeg(12, 9)  # accepted by default, refused once the limit is raised to 10
+    return Case(
+        [*pair(1), *pair(2), *pair(3, small, ann(3, 12, 9, masks=[])), *pair(4)],
+        {("sa_3", "images", "ImageTooSmall")},
+        {"sa_3": "JPEG image is 12×9 pixels, below the minimum side of min_side = 10"},
+        params={"images": {"min_side": 10}},
     )
 
 
@@ -314,11 +363,15 @@ CASES = {
     "image_over_size_limit": _image_over_size_limit,
     "annotation_over_size_limit": _annotation_over_size_limit,
     "truncated_tar": _truncated_tar,
+    "cut_at_a_pair_boundary": _cut_at_a_pair_boundary,
+    "cut_between_image_and_annotation": _cut_between_image_and_annotation,
     "not_a_jpeg": _not_a_jpeg,
     "json_named_jpeg": _json_named_jpeg,
     "corrupt_jpeg": _corrupt_jpeg,
     "jpeg_cut_in_half": _jpeg_cut_in_half,
     "bomb_png_30000x30000": _bomb_png,
+    "one_pixel_image": _one_pixel_image,
+    "image_below_a_raised_minimum_side": _image_below_a_raised_minimum_side,
     "bomb_jpeg_30000x30000": _bomb_jpeg,
     "malformed_json": _malformed_json,
     "json_without_image_block": _json_without_image_block,
@@ -401,6 +454,11 @@ def test_bad_entry_becomes_one_error_row_and_the_shard_completes(name, tmp_path,
     if case.cut_inside:
         _, data_offset, size = member_offsets(shard)[case.cut_inside]
         truncate(shard, data_offset + size // 2)
+    if case.cut_at:  # the shard-level row is named after the shard and the byte where the file ends
+        header_offset, _, _ = member_offsets(shard)[case.cut_at]
+        truncate(shard, header_offset)
+        case.errors = {(f"sa_000001@{header_offset}" if i == "@cut" else i, s, t) for i, s, t in case.errors}
+        case.reasons[f"sa_000001@{header_offset}"] = case.reasons.pop("@cut")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     outcome = run_pipeline(tmp_path, [shard], case.params)
@@ -464,7 +522,7 @@ def _exif_rotated_jpeg() -> bytes:
 
 def test_unusual_but_valid_images_are_converted_not_failed(tmp_path):
     tiny = io.BytesIO()
-    Image.new("RGB", (1, 1), (9, 99, 199)).save(tiny, format="PNG")
+    Image.new("RGB", (1, 1), (9, 99, 199)).save(tiny, format="PNG")  # accepted here with min_side = 1
     # EXIF-rotated: the SA-1B JSON describes the displayed image (12 wide × 16 tall), its mask rows
     # 10–13 and columns 1–6 of the displayed picture.
     displayed_mask = box_mask(W, H, 10, 14, 1, 7)
@@ -477,7 +535,7 @@ def test_unusual_but_valid_images_are_converted_not_failed(tmp_path):
         *pair(9, tiny.getvalue(), ann(9, 1, 1, masks=[np.ones((1, 1), bool)]), ext="png"),
     ]
     shard = write_tar(tmp_path / "sa_000002.tar", members)
-    outcome = run_pipeline(tmp_path, [shard])
+    outcome = run_pipeline(tmp_path, [shard], {"images": {"min_side": 1}})
 
     assert outcome.errors == []
     assert_good_everywhere(outcome, ("sa_1", "sa_5", "sa_6", "sa_7", "sa_8", "sa_9"))
@@ -509,7 +567,7 @@ def test_unusual_but_valid_images_are_converted_not_failed(tmp_path):
     assert (sa1b["sa_8"]["image_width"], sa1b["sa_8"]["image_height"]) == (H, W)
     assert mask["bbox"] == [1.0, 10.0, 7.0, 14.0] and mask["area"] == 24.0
 
-    # 1×1 image: a valid image with a one-pixel mask.
+    # 1×1 image (min_side lowered to 1): a valid image with a one-pixel mask.
     assert (images["sa_9"]["width"], images["sa_9"]["height"]) == (1, 1)
     assert pixels_table["sa_9"]["shape"] == [1, 1, 3]
     assert pixels_table["sa_9"]["mean"] == pytest.approx((9 + 99 + 199) / 3)
@@ -531,18 +589,20 @@ def test_exif_rotated_image_with_annotation_in_stored_orientation_is_refused(tmp
 def test_empty_tar_and_zero_byte_tar_next_to_a_good_shard(tmp_path):
     folder = tmp_path / "shards"
     folder.mkdir()
-    write_tar(folder / "sa_000010.tar", [])  # a valid tar with no members: no units, no errors
+    write_tar(folder / "sa_000010.tar", [])  # a valid tar with no members: one row says it is empty
     (folder / "sa_000011.tar").write_bytes(b"")  # 0 bytes: not a tar at all
     write_tar(folder / "sa_000012.tar", [*pair(1), *pair(2)])
     outcome = run_pipeline(tmp_path, [folder])
 
-    assert outcome.summary.ok and outcome.summary.units_total == 2
-    [error] = outcome.errors
-    assert (error["image_id"], error["stage"], error["error_type"]) == ("sa_000011@0", "images", "UnreadableShard")
-    assert "empty file (0 bytes)" in error["message"] and "sa_000011.tar" in error["message"]
+    assert outcome.summary.ok and outcome.summary.units_total == 3
+    got = sorted((e["image_id"], e["stage"], e["error_type"]) for e in outcome.errors)
+    assert got == [("sa_000010@0", "images", "EmptyShard"), ("sa_000011@0", "images", "UnreadableShard")]
+    empty, zero = sorted(outcome.errors, key=lambda e: e["image_id"])
+    assert "sa_000010.tar: a tar with no members at all" in empty["message"]
+    assert "empty file (0 bytes)" in zero["message"] and "sa_000011.tar" in zero["message"]
     assert_good_everywhere(outcome, ("sa_1", "sa_2"))
-    assert not (outcome.out / "images" / "sa_000010").exists()
-    assert os.path.exists(outcome.out / "_manifests" / "images" / "sa_000011" / "00000.json")
+    for shard in ("sa_000010", "sa_000011"):
+        assert os.path.exists(outcome.out / "_manifests" / "images" / shard / "00000.json")
 
 
 # -- many masks on one image -----------------------------------------------------------------------------
@@ -646,3 +706,23 @@ def test_hostile_long_name_cut_off_by_the_end_of_the_file(tmp_path, first):
     assert kinds[len(good)] == (f"sa_000005@{offset}", "UnsafeMemberName")
     assert kinds[len(good) + 1][1] == "TruncatedShard" and len(kinds) == len(good) + 2
     assert "the file ends inside a skipped member" in members[-1].error
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_hostile_long_name_ending_exactly_at_the_end_of_the_file(tmp_path, first):
+    """A skipped member that ends where the file does: no end-of-archive marker, so the shard is reported cut."""
+    from grand_engine.io.sa1b import index_shard
+
+    hostile = ("n" * (2 << 20) + ".jpg", jpeg())
+    shard = write_members(
+        tmp_path / "sa_000006.tar", [hostile, *pair(1)] if first else [*pair(1), hostile], tarfile.GNU_FORMAT
+    )
+    [(offset, data_offset, size)] = [v for name, v in member_offsets(shard).items() if len(name) > 4096]
+    end = data_offset + -(-size // 512) * 512  # the hostile member's padded data ends here
+    truncate(shard, end)
+    members = index_shard(shard).members
+    kinds = [(m.image_id, m.error_type) for m in members]
+    good = [] if first else [("sa_1", None)]
+    assert kinds == [*good, (f"sa_000006@{offset}", "UnsafeMemberName"), (f"sa_000006@{end}", "TruncatedShard")]
+    read = 1 if first else 3  # the hostile member, after sa_1.jpg and sa_1.json when it is last
+    assert f"after {read} members, without the tar end-of-archive marker" in members[-1].error

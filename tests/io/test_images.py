@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from grand_engine.io.images import MAX_PIXELS_DEFAULT, ImageError, ImageInfo, decode_image, probe_image
+from grand_engine.io.images import (
+    MAX_PIXELS_DEFAULT,
+    MIN_SIDE_DEFAULT,
+    ImageError,
+    ImageInfo,
+    ImageTooSmall,
+    decode_image,
+    probe_image,
+)
 
 
 def encode(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -110,6 +118,25 @@ def test_one_pixel_image() -> None:
     data = encode(Image.new("RGB", (1, 1), (9, 99, 199)), "PNG")
     assert probe_image(data) == ImageInfo(1, 1, "PNG", 1)
     assert decode_image(data).tolist() == [[[9, 99, 199]]]
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (7, 8), (8, 7), (3, 40), (40, 3), (4, 4)])
+def test_image_below_the_minimum_side_is_refused_naming_size_and_limit(width, height) -> None:
+    assert MIN_SIDE_DEFAULT == 8
+    for fmt in ("PNG", "JPEG"):
+        data = encode(Image.new("RGB", (width, height), (9, 99, 199)), fmt)
+        with pytest.raises(ImageTooSmall, match=f"{fmt} image is {width}×{height} pixels, below the minimum side"):
+            probe_image(data, min_side=MIN_SIDE_DEFAULT)
+        with pytest.raises(ImageTooSmall, match="min_side = 8"):
+            probe_image(data, min_side=8)
+        assert probe_image(data, min_side=min(width, height)) == ImageInfo(width, height, fmt, 1)
+
+
+def test_image_at_the_minimum_side_is_accepted() -> None:
+    for size in ((8, 8), (8, 300), (300, 8)):
+        data = encode(Image.new("RGB", size, (1, 2, 3)), "PNG")
+        assert probe_image(data, min_side=MIN_SIDE_DEFAULT) == ImageInfo(*size, "PNG", 1)
+    assert issubclass(ImageTooSmall, ImageError)  # one except clause still catches every unusable image
 
 
 def test_huge_png_header_is_refused_without_allocating() -> None:
