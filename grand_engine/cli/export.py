@@ -4,7 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from collections.abc import Iterator
+
+from grand_engine.grandf import export_formats, get_export_format
+
+
+class _FormatNames:
+    """The ``--format`` choices: the registered export formats, looked up only when argparse needs them.
+
+    argparse reads ``choices`` when it checks a value or prints the export command's help, never while the
+    parser is built (the option has a ``metavar``), so ``grand-engine --help`` imports no format.
+    """
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            get_export_format(str(name))
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(export_formats())
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,7 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         required=True,
-        help="grandf, grandf-short, grand, coco, refseg or caption-grounding (docs/exports.md shows each)",
+        choices=_FormatNames(),
+        metavar="FORMAT",
+        help="one of %(choices)s (docs/exports.md shows each)",
     )
     p.add_argument("--level", type=int, choices=(3, 4), default=4, help="annotation table to read (default 4)")
     p.add_argument(
@@ -39,17 +61,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run one export and print its report; exit 1 when a record failed its check, 2 on a usage error."""
-    from grand_engine.grandf.exports import PER_IMAGE_FORMATS, default_dest, export
+    # deferred: the export driver and the reader import numpy and pyarrow
+    from grand_engine.grandf.exports import export, resolve_dest
     from grand_engine.grandf.reader import MissingStageError
 
-    dest = Path(args.dest)
-    if dest.is_dir() and not (args.layout == "files" and args.format in PER_IMAGE_FORMATS):
-        dest = dest / default_dest(args.format, args.layout)
     try:
         report = export(
             args.out,
             args.format,
-            dest,
+            resolve_dest(args.format, args.dest, args.layout),
             level=args.level,
             layout=args.layout,
             include_floating=args.include_floating,
