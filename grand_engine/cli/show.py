@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the site and/or the PNG; exit 2 when the output has nothing to show."""
+    # deferred: the site builder and the reader import numpy, pyarrow and Pillow
     from grand_engine.explore.site import DEFAULT_IMAGES, build_site, write_overlay_png
     from grand_engine.grandf.reader import MissingStageError
 

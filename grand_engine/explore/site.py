@@ -24,9 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
 
 from grand_engine.grandf.reader import MissingStageError, done_units, image_info, iter_rows, read_unit
+from grand_engine.io import rle
 from grand_engine.io.store import OutputStore
+from grand_engine.runtime.manifests import iter_records
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_IMAGES = 50
@@ -151,7 +155,7 @@ def iter_images(store: OutputStore, stage: str, selected: list[tuple[str, str]])
 
 def load_pixels(image: dict[str, Any]) -> np.ndarray | None:
     """The picture of an ``images`` row, or None when its shard cannot be read any more."""
-    from grand_engine.runtime.executor import load_pixels as _load
+    from grand_engine.runtime.executor import load_pixels as _load  # deferred: imports the whole runtime (~0.5 s)
 
     if not image.get("source"):
         return None
@@ -175,55 +179,57 @@ def render_overlay(
     alpha: float = 0.45,
 ) -> np.ndarray:
     """The picture (grey when missing) with every mask blended in and boxes drawn, ``H×W×3`` uint8."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    from grand_engine.io import rle
-
     h, w = data.size
     base = np.full((h, w, 3), 96, dtype=np.uint8) if pixels is None or pixels.shape[:2] != (h, w) else pixels
     out = base.astype(np.float32)
     entries = [(k, o) for k, o in data.entries() if floating or k == "object"]
     if masks:
-        with_masks = [(o, data.mask_of(o)) for _, o in entries]
-        with_masks = [(o, m) for o, m in with_masks if m is not None]
-        decoded = [(o, rle.decode(m)) for o, m in with_masks]
-        for obj, mask in sorted(decoded, key=lambda t: -int(t[1].sum())):
-            color = np.array(object_color(obj["id"]), dtype=np.float32)
-            out[mask] = out[mask] * (1 - alpha) + color * alpha
+        _blend_masks(out, data, [o for _, o in entries], alpha)
     im = Image.fromarray(out.clip(0, 255).astype(np.uint8))
     if boxes:
-        draw = ImageDraw.Draw(im)
-        width = max(2, round(max(h, w) / 320))
-        try:
-            font = ImageFont.load_default(size=max(11, round(max(h, w) / 55)))
-        except TypeError:  # Pillow < 10.1
-            font = ImageFont.load_default()
-        for kind, obj in entries:
-            box = obj.get("bbox")
-            if box is None:
-                continue
-            color = object_color(obj["id"])
-            x1, y1, x2, y2 = (float(v) for v in box)
-            draw.rectangle([x1, y1, x2, y2], outline=color, width=width if kind == "object" else max(1, width // 2))
-            if labels:
-                text = f"{obj['id']} {_label(obj)}"
-                tx, ty = x1, max(0.0, y1 - font.size - 4 if hasattr(font, "size") else y1 - 14)
-                left, top, right, bottom = draw.textbbox((tx + 3, ty + 2), text, font=font)
-                draw.rectangle([tx, ty, right + 3, bottom + 2], fill=color)
-                draw.text((tx + 3, ty + 2), text, fill=(0, 0, 0), font=font)
+        _draw_boxes(im, entries, labels)
     return np.asarray(im)
 
 
-def write_png(path: str | Path, array: np.ndarray) -> None:
-    from PIL import Image
+def _blend_masks(out: np.ndarray, data: ImageData, objects: list[dict[str, Any]], alpha: float) -> None:
+    """Blend each object's mask colour into ``out`` (float ``H×W×3``), largest mask first."""
+    with_masks = [(o, data.mask_of(o)) for o in objects]
+    decoded = [(o, rle.decode(m)) for o, m in with_masks if m is not None]
+    for obj, mask in sorted(decoded, key=lambda t: -int(t[1].sum())):
+        color = np.array(object_color(obj["id"]), dtype=np.float32)
+        out[mask] = out[mask] * (1 - alpha) + color * alpha
 
+
+def _draw_boxes(im: Image.Image, entries: list[tuple[str, dict[str, Any]]], labels: bool) -> None:
+    """Draw each entry's box (thinner for floating objects) and, with ``labels``, its id and label."""
+    draw = ImageDraw.Draw(im)
+    side = max(im.size)
+    width = max(2, round(side / 320))
+    try:
+        font = ImageFont.load_default(size=max(11, round(side / 55)))
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    for kind, obj in entries:
+        box = obj.get("bbox")
+        if box is None:
+            continue
+        color = object_color(obj["id"])
+        x1, y1, x2, y2 = (float(v) for v in box)
+        draw.rectangle([x1, y1, x2, y2], outline=color, width=width if kind == "object" else max(1, width // 2))
+        if labels:
+            text = f"{obj['id']} {_label(obj)}"
+            tx, ty = x1, max(0.0, y1 - font.size - 4 if hasattr(font, "size") else y1 - 14)
+            left, top, right, bottom = draw.textbbox((tx + 3, ty + 2), text, font=font)
+            draw.rectangle([tx, ty, right + 3, bottom + 2], fill=color)
+            draw.text((tx + 3, ty + 2), text, fill=(0, 0, 0), font=font)
+
+
+def write_png(path: str | Path, array: np.ndarray) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, format="PNG")
 
 
 def _save_jpeg(path: Path, array: np.ndarray, max_side: int | None = None) -> None:
-    from PIL import Image
-
     im = Image.fromarray(array)
     if max_side and max(im.size) > max_side:
         im.thumbnail((max_side, max_side))
@@ -295,54 +301,67 @@ def _other_details(rest: list[dict[str, Any]]) -> str:
 
 
 def captions_panel(data: ImageData, masked: set[int]) -> str:
-    row = data.row
+    """The dense caption (with its verification checklist), the GranD-f record's note and the short captions."""
     out = ['<section class="panel" id="captions"><h2>Captions</h2>']
-    dense = row.get("dense_caption")
-    if dense and dense.get("caption"):
-        status = (dense.get("verification") or {}).get("status") or "none"
-        text, rest = highlight(dense["caption"], dense.get("details") or [], masked)
-        out.append(f'<h3>Dense caption <span class="badge {_e(status)}">{_e(status)}</span></h3>')
-        out.append(f'<p class="caption-text" id="dense-caption">{text}</p>{_other_details(rest)}')
-        ver = dense.get("verification") or {}
-        checklist = ver.get("checklist") or []
-        if checklist:
-            rows = "".join(
-                f"<tr><td>{_e(c.get('item'))}</td><td>{_e(c.get('verdict'))}</td><td>{_e(c.get('evidence'))}</td>"
-                f"<td>{_score(c.get('score'))}</td></tr>"
-                for c in checklist
-            )
-            out.append(
-                f"<details><summary>verification: {_e(ver.get('items_confirmed'))}/{_e(ver.get('items_checked'))} "
-                f"items confirmed, {_e(ver.get('rounds'))} regeneration(s)</summary>"
-                f'<table class="objects"><tr><th>item</th><th>verdict</th><th>evidence</th><th>score</th></tr>'
-                f"{rows}</table></details>"
-            )
-    else:
-        out.append('<p class="muted">no dense caption</p>')
-    gf = data.grandf
-    if gf is not None:
-        dropped = ", ".join(f"{_e(d['phrase'])} ({_e(d['reason'])})" for d in gf.get("dropped_phrases") or [])
-        state = "exported" if gf.get("skip_reason") is None else f"not exported: {_e(gf['skip_reason'])}"
-        out.append(
-            f'<div class="dropped">GranD-f record: {len(gf.get("groundings") or [])} phrases with masks, {state}'
-            + (f"; dropped: {dropped}" if dropped else "")
-            + "</div>"
-        )
-    shorts = row.get("short_captions") or []
-    if shorts:
-        out.append('<h3>Short captions</h3><ul class="plain">')
-        for s in shorts:
-            if s.get("caption") is None:
-                continue
-            text, rest = highlight(s["caption"], s.get("details") or [], masked)
-            out.append(f'<li class="caption-text short-caption">{text}{_other_details(rest)}</li>')
-        out.append("</ul>")
-    elif row.get("captions"):
-        out.append('<h3>Short captions</h3><ul class="plain">')
-        out += [f"<li>{_e(c)}</li>" for c in row["captions"] if c]
-        out.append("</ul>")
+    out += _dense_caption(data.row.get("dense_caption"), masked)
+    if data.grandf is not None:
+        out.append(_grandf_note(data.grandf))
+    out += _short_captions(data.row, masked)
     out.append("</section>")
     return "\n".join(out)
+
+
+def _dense_caption(dense: dict[str, Any] | None, masked: set[int]) -> list[str]:
+    if not dense or not dense.get("caption"):
+        return ['<p class="muted">no dense caption</p>']
+    ver = dense.get("verification") or {}
+    status = ver.get("status") or "none"
+    text, rest = highlight(dense["caption"], dense.get("details") or [], masked)
+    out = [
+        f'<h3>Dense caption <span class="badge {_e(status)}">{_e(status)}</span></h3>',
+        f'<p class="caption-text" id="dense-caption">{text}</p>{_other_details(rest)}',
+    ]
+    checklist = ver.get("checklist") or []
+    if checklist:
+        rows = "".join(
+            f"<tr><td>{_e(c.get('item'))}</td><td>{_e(c.get('verdict'))}</td><td>{_e(c.get('evidence'))}</td>"
+            f"<td>{_score(c.get('score'))}</td></tr>"
+            for c in checklist
+        )
+        out.append(
+            f"<details><summary>verification: {_e(ver.get('items_confirmed'))}/{_e(ver.get('items_checked'))} "
+            f"items confirmed, {_e(ver.get('rounds'))} regeneration(s)</summary>"
+            f'<table class="objects"><tr><th>item</th><th>verdict</th><th>evidence</th><th>score</th></tr>'
+            f"{rows}</table></details>"
+        )
+    return out
+
+
+def _grandf_note(gf: dict[str, Any]) -> str:
+    """Whether the image's GranD-f record is exported, its phrase count and the phrases it dropped."""
+    dropped = ", ".join(f"{_e(d['phrase'])} ({_e(d['reason'])})" for d in gf.get("dropped_phrases") or [])
+    state = "exported" if gf.get("skip_reason") is None else f"not exported: {_e(gf['skip_reason'])}"
+    return (
+        f'<div class="dropped">GranD-f record: {len(gf.get("groundings") or [])} phrases with masks, {state}'
+        + (f"; dropped: {dropped}" if dropped else "")
+        + "</div>"
+    )
+
+
+def _short_captions(row: dict[str, Any], masked: set[int]) -> list[str]:
+    """The short captions with their grounded phrases, else the plain level-1 captions, else nothing."""
+    shorts = row.get("short_captions") or []
+    if shorts:
+        items = []
+        for s in shorts:
+            if s.get("caption") is not None:
+                text, rest = highlight(s["caption"], s.get("details") or [], masked)
+                items.append(f'<li class="caption-text short-caption">{text}{_other_details(rest)}</li>')
+    elif row.get("captions"):
+        items = [f"<li>{_e(c)}</li>" for c in row["captions"] if c]
+    else:
+        return []
+    return ['<h3>Short captions</h3><ul class="plain">', *items, "</ul>"]
 
 
 def objects_panel(data: ImageData) -> str:
@@ -521,56 +540,98 @@ def build_site(
     progress: bool = False,
 ) -> SiteReport:
     """Write the explorer for ``images`` images (or the one ``image_id``) of output ``out`` into ``dest``."""
-    from tqdm import tqdm
-
     start = time.perf_counter()
     store = out if isinstance(out, OutputStore) else OutputStore(out)
     stage = pick_stage(store, level)
-    dest = Path(dest)
     selected = select_images(store, stage, None if image_id else images, image_id)
-    report = SiteReport(dest=str(dest), stage=stage)
-    for sub in ("assets", "images", "media", "thumbs"):
-        (dest / sub).mkdir(parents=True, exist_ok=True)
-    for name in ("explorer.js", "explorer.css"):
-        shutil.copyfile(TEMPLATES / name, dest / "assets" / name)
-
-    slugs: dict[str, str] = {}
-    for _, iid in selected:
-        slug = _slug(iid)
-        while slug in slugs.values():
-            slug += "_"
-        slugs[iid] = slug
-    order = [iid for _, iid in selected]
-    page, card, body = _template("page.html"), _template("card.html"), _template("image_body.html")
-    cards: list[str] = []
-    statuses: dict[str, int] = {}
+    site = _Site(Path(dest), stage, [iid for _, iid in selected])
+    site.prepare()
     bar = tqdm(total=len(selected), unit="image", desc="explorer", disable=not progress)
     for data in iter_images(store, stage, selected):
-        iid = data.image_id
-        slug = slugs[iid]
+        site.add_image(data)
+        bar.update(1)
+    bar.close()
+    total = sum(r.rows for r in iter_records(store, stage) if r.status == "done")
+    site.write_index(store.uri, total)
+    site.report.seconds = time.perf_counter() - start
+    return site.report
+
+
+def unique_slugs(image_ids: list[str]) -> dict[str, str]:
+    """A file-name-safe stem per image id, distinct even when two ids differ only in unsafe characters."""
+    slugs: dict[str, str] = {}
+    taken: set[str] = set()
+    for iid in image_ids:
+        slug = _slug(iid)
+        while slug in taken:
+            slug += "_"
+        slugs[iid] = slug
+        taken.add(slug)
+    return slugs
+
+
+class _Site:
+    """The explorer being written into ``dest``: one page per image as it is read, then the index."""
+
+    def __init__(self, dest: Path, stage: str, order: list[str]) -> None:
+        self.dest = dest
+        self.stage = stage
+        self.order = order  # image ids in page order (prev / next links)
+        self.slugs = unique_slugs(order)
+        self.report = SiteReport(dest=str(dest), stage=stage)
+        self.cards: list[str] = []
+        self.statuses: dict[str, int] = {}
+        self.page, self.body, self.card = _template("page.html"), _template("image_body.html"), _template("card.html")
+
+    def prepare(self) -> None:
+        """Create the folders and copy the script and the stylesheet."""
+        for sub in ("assets", "images", "media", "thumbs"):
+            (self.dest / sub).mkdir(parents=True, exist_ok=True)
+        for name in ("explorer.js", "explorer.css"):
+            shutil.copyfile(TEMPLATES / name, self.dest / "assets" / name)
+
+    def add_image(self, data: ImageData) -> None:
+        """Write the page, picture and thumbnail of one image and keep its index card."""
+        slug = self.slugs[data.image_id]
+        masked = {int(o["id"]) for _, o in data.entries() if data.mask_of(o) is not None}
+        status = _status(data.row)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        picture = self._picture(data, slug)
+        (self.dest / "images" / f"{slug}.html").write_text(
+            self._image_page(data, picture, masked, status), encoding="utf-8"
+        )
+        self.cards.append(self._card(data, slug, status, masked))
+        self.report.pages += 1
+
+    def _picture(self, data: ImageData, slug: str) -> str:
+        """Save the picture and the overlay thumbnail; return the page's ``<img>`` (or a note without pixels)."""
         pixels = load_pixels(data.image)
         h, w = data.size
+        _save_jpeg(self.dest / "thumbs" / f"{slug}.jpg", render_overlay(data, pixels, labels=False), THUMB_SIDE)
         if pixels is None:
-            report.without_pixels.append(iid)
-            picture = (
+            self.report.without_pixels.append(data.image_id)
+            return (
                 f'<div class="nopixels" style="aspect-ratio:{w}/{h}">picture not readable from '
                 f"{_e(data.image.get('source') or 'the images table')}</div>"
             )
-        else:
-            _save_jpeg(dest / "media" / f"{slug}.jpg", pixels)
-            picture = f'<img src="../media/{slug}.jpg" alt="{_e(iid)}" width="{w}" height="{h}">'
-        _save_jpeg(dest / "thumbs" / f"{slug}.jpg", render_overlay(data, pixels, labels=False), THUMB_SIDE)
+        _save_jpeg(self.dest / "media" / f"{slug}.jpg", pixels)
+        return f'<img src="../media/{slug}.jpg" alt="{_e(data.image_id)}" width="{w}" height="{h}">'
 
-        masked = {int(o["id"]) for _, o in data.entries() if data.mask_of(o) is not None}
-        i = order.index(iid)
+    def _nav(self, image_id: str) -> str:
+        """Links to the previous image, the index and the next image."""
+        i = self.order.index(image_id)
         nav = ['<a href="../index.html">index</a>']
         if i > 0:
-            nav.insert(0, f'<a href="{slugs[order[i - 1]]}.html" rel="prev">← {_e(order[i - 1])}</a>')
-        if i + 1 < len(order):
-            nav.append(f'<a href="{slugs[order[i + 1]]}.html" rel="next">{_e(order[i + 1])} →</a>')
-        status = _status(data.row)
-        statuses[status] = statuses.get(status, 0) + 1
-        content = body.substitute(
+            prev = self.order[i - 1]
+            nav.insert(0, f'<a href="{self.slugs[prev]}.html" rel="prev">← {_e(prev)}</a>')
+        if i + 1 < len(self.order):
+            nxt = self.order[i + 1]
+            nav.append(f'<a href="{self.slugs[nxt]}.html" rel="next">{_e(nxt)} →</a>')
+        return " ".join(nav)
+
+    def _image_page(self, data: ImageData, picture: str, masked: set[int], status: str) -> str:
+        h, w = data.size
+        content = self.body.substitute(
             picture=picture,
             width=w,
             height=h,
@@ -580,63 +641,55 @@ def build_site(
             context=context_panel(data),
             data=_script_json(page_data(data)),
         )
-        (dest / "images" / f"{slug}.html").write_text(
-            page.substitute(
-                title=_e(f"{iid} — grand-engine explorer"),
-                root="../",
-                heading=_e(iid),
-                subtitle=_e(f"{data.image.get('file_name') or ''} · {w}×{h} · {stage} · unit {data.unit_id}")
-                + f' · <span class="badge {_e(status)}">{_e(status)}</span>',
-                nav=" ".join(nav),
-                body=content,
-            ),
-            encoding="utf-8",
+        return self.page.substitute(
+            title=_e(f"{data.image_id} — grand-engine explorer"),
+            root="../",
+            heading=_e(data.image_id),
+            subtitle=_e(f"{data.image.get('file_name') or ''} · {w}×{h} · {self.stage} · unit {data.unit_id}")
+            + f' · <span class="badge {_e(status)}">{_e(status)}</span>',
+            nav=self._nav(data.image_id),
+            body=content,
         )
-        dense = data.row.get("dense_caption") or {}
-        caption = dense.get("caption") or next(iter(data.row.get("captions") or []), "") or ""
-        landmark = data.row.get("landmark") or {}
-        cards.append(
-            card.substitute(
-                image_id=_e(iid),
-                href=f"images/{slug}.html",
-                thumb=f"thumbs/{slug}.jpg",
-                badge=f'<span class="badge {_e(status)}">{_e(status)}</span>',
-                objects=len(data.row.get("objects") or []),
-                floating=len(data.row.get("floating_objects") or []),
-                masks=len(masked),
-                phrases=len(dense.get("details") or []),
-                landmark=_e(" / ".join(x for x in (landmark.get("category"), landmark.get("fine_category")) if x)),
-                caption=_e(caption[:240] + ("…" if len(caption) > 240 else "")),
-            )
+
+    def _card(self, data: ImageData, slug: str, status: str, masked: set[int]) -> str:
+        """The index card of one image: thumbnail, counts, landmark and the start of its caption."""
+        row = data.row
+        dense = row.get("dense_caption") or {}
+        caption = dense.get("caption") or next(iter(row.get("captions") or []), "") or ""
+        landmark = row.get("landmark") or {}
+        return self.card.substitute(
+            image_id=_e(data.image_id),
+            href=f"images/{slug}.html",
+            thumb=f"thumbs/{slug}.jpg",
+            badge=f'<span class="badge {_e(status)}">{_e(status)}</span>',
+            objects=len(row.get("objects") or []),
+            floating=len(row.get("floating_objects") or []),
+            masks=len(masked),
+            phrases=len(dense.get("details") or []),
+            landmark=_e(" / ".join(x for x in (landmark.get("category"), landmark.get("fine_category")) if x)),
+            caption=_e(caption[:240] + ("…" if len(caption) > 240 else "")),
         )
-        report.pages += 1
-        bar.update(1)
-    bar.close()
 
-    from grand_engine.runtime.manifests import iter_records
-
-    report.total_images = sum(r.rows for r in iter_records(store, stage) if r.status == "done")
-    index_body = _template("index_body.html").substitute(
-        output=_e(store.uri),
-        stage=_e(stage),
-        shown=report.pages,
-        total=report.total_images,
-        verification=_e(", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "—"),
-        cards="\n".join(cards),
-    )
-    (dest / "index.html").write_text(
-        page.substitute(
+    def write_index(self, output_uri: str, total_images: int) -> None:
+        """Write ``index.html``: the summary table and the cards of the pages written."""
+        self.report.total_images = total_images
+        index_body = _template("index_body.html").substitute(
+            output=_e(output_uri),
+            stage=_e(self.stage),
+            shown=self.report.pages,
+            total=total_images,
+            verification=_e(", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items())) or "—"),
+            cards="\n".join(self.cards),
+        )
+        page = self.page.substitute(
             title="grand-engine explorer",
             root="",
             heading="grand-engine explorer",
-            subtitle=_e(store.uri),
+            subtitle=_e(output_uri),
             nav="",
             body=index_body,
-        ),
-        encoding="utf-8",
-    )
-    report.seconds = time.perf_counter() - start
-    return report
+        )
+        (self.dest / "index.html").write_text(page, encoding="utf-8")
 
 
 def write_overlay_png(

@@ -57,34 +57,49 @@ def gcg_groundings(
     candidates: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     for det in details or []:
-        phrase = det.get("phrase")
-        span = find_span(caption, phrase, det.get("tokens_positive"))
-        if span is None:
-            dropped.append({"phrase": phrase, "reason": "no_span"})
-            continue
-        ids: list[int] = []
-        for oid in det.get("ids") or []:
-            if oid is not None and int(oid) not in ids:
-                ids.append(int(oid))
-        known = [oid for oid in ids if oid in masks]
-        if not known:
-            dropped.append({"phrase": phrase, "reason": "unknown_ids"})
-            continue
-        with_mask = [oid for oid in known if masks[oid] is not None]
-        if not with_mask:
-            dropped.append({"phrase": phrase, "reason": "no_mask"})
-            continue
-        start, end = span
-        candidates.append(
-            {
-                "phrase": caption[start:end],
-                "token_positives": [start, end],
-                "rle_masks": [masks[oid] for oid in with_mask],
-                "object_ids": with_mask,
-            }
-        )
-    candidates.sort(key=lambda g: (g["token_positives"][0], -g["token_positives"][1]))
+        grounding, reason = _grounding(caption, det, masks)
+        if grounding is None:
+            dropped.append({"phrase": det.get("phrase"), "reason": reason})
+        else:
+            candidates.append(grounding)
+    kept, lost = _order_and_dedupe(candidates, drop_overlapping)
+    return kept, dropped + lost
+
+
+def _grounding(
+    caption: str, det: dict[str, Any], masks: dict[int, dict[str, Any] | None]
+) -> tuple[dict[str, Any] | None, str]:
+    """The grounding of one detail (steps 2–3), or ``None`` and the reason it is dropped."""
+    span = find_span(caption, det.get("phrase"), det.get("tokens_positive"))
+    if span is None:
+        return None, "no_span"
+    ids: list[int] = []
+    for oid in det.get("ids") or []:
+        if oid is not None and int(oid) not in ids:
+            ids.append(int(oid))
+    known = [oid for oid in ids if oid in masks]
+    if not known:
+        return None, "unknown_ids"
+    with_mask = [oid for oid in known if masks[oid] is not None]
+    if not with_mask:
+        return None, "no_mask"
+    start, end = span
+    grounding = {
+        "phrase": caption[start:end],
+        "token_positives": [start, end],
+        "rle_masks": [masks[oid] for oid in with_mask],
+        "object_ids": with_mask,
+    }
+    return grounding, ""
+
+
+def _order_and_dedupe(
+    candidates: list[dict[str, Any]], drop_overlapping: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Step 4: order by start (longer first on a tie), drop overlapping spans and repeated phrase texts."""
+    candidates = sorted(candidates, key=lambda g: (g["token_positives"][0], -g["token_positives"][1]))
     kept: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
     seen: set[str] = set()
     last_end = 0
     for g in candidates:

@@ -58,14 +58,3 @@ def iter_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
     """The rows of ``table`` as dicts, converted a few at a time."""
     for batch in table.to_batches(max_chunksize=BATCH_ROWS):
         yield from batch.to_pylist()
-
-
-def iter_unit_rows(
-    store: OutputStore, stage: str, units: Sequence[str], with_images: bool = True
-) -> Iterator[tuple[str, dict[str, Any], dict[str, Any] | None]]:
-    """``(unit_id, row, images row or None)`` for every row of ``stage`` over ``units``, unit by unit."""
-    for unit_id in units:
-        table = read_unit(store, stage, unit_id)
-        images = image_info(store, unit_id) if with_images else {}
-        for row in iter_rows(table):
-            yield unit_id, row, images.get(row["image_id"])

@@ -15,6 +15,7 @@ import numpy as np
 
 from grand_engine.grandf.gcg import gcg_groundings, mask_index
 from grand_engine.io import rle
+from grand_engine.validate import validate_annotation
 
 SEGMENTATION_SOURCE_NAMES = {"sa1b": "SAM", "detector": "EVA", "sam": "HQ_SAM"}
 """Our ``segmentation_source`` values → the names the released GranD files use (spec §7 steps 21–22)."""
@@ -164,53 +165,14 @@ def grand_record(row: dict[str, Any]) -> dict[str, Any]:
     """
     objects = list(row.get("objects") or [])
     floating = list(row.get("floating_objects") or [])
-    object_ids = {int(o["id"]) for o in objects}
     boxes = {int(o["id"]): _box(o.get("bbox")) for o in objects + floating}
-    rel_objects: set[int] = set()
-    rel_floating: set[int] = set()
-    grounding = []
-    for rel in row.get("relationships") or []:
-        ids = [int(i) for i in rel.get("object_ids") or []]
-        grounding.append({"phrase": rel.get("phrase"), "object_ids": ids})
-        for i in ids:
-            (rel_objects if i in object_ids else rel_floating).add(i)
-
-    def short_detail(det: dict[str, Any]) -> dict[str, Any]:
-        ids = [int(i) for i in det.get("ids") or []]
-        det_boxes = det.get("bbox")
-        box = _box(det_boxes[0]) if det_boxes else (boxes.get(ids[0]) if ids else None)
-        return {
-            "phrase": det.get("phrase"),
-            "tokens_positive": None if det.get("tokens_positive") is None else list(det["tokens_positive"]),
-            "id": ids[0] if ids else None,
-            "bbox": box,
-        }
-
-    def dense_detail(det: dict[str, Any]) -> dict[str, Any]:
-        ids = [int(i) for i in det.get("ids") or []]
-        det_boxes = det.get("bbox")
-        return {
-            "phrase": det.get("phrase"),
-            "tokens_positive": None if det.get("tokens_positive") is None else list(det["tokens_positive"]),
-            "ids": ids,
-            "bbox": [_box(b) for b in det_boxes] if det_boxes else [boxes.get(i) for i in ids],
-        }
-
     landmark = row.get("landmark")
     dense = row.get("dense_caption")
     all_ids = [int(o["id"]) for o in objects + floating]
     out: dict[str, Any] = {
         "objects": [_grand_object(o) for o in objects],
         "floating_objects": [_grand_object(o) for o in floating],
-        "floating_attributes": [
-            {
-                "bbox": _box(fa.get("bbox")),
-                "labels": [],
-                "score": _num(fa.get("score"), 4),
-                "attributes": list(fa.get("attributes") or []),
-            }
-            for fa in row.get("floating_attributes") or []
-        ],
+        "floating_attributes": [_floating_attribute(fa) for fa in row.get("floating_attributes") or []],
         "landmark": (
             {"category": landmark.get("category") or "", "fine_category": landmark.get("fine_category") or ""}
             if landmark
@@ -225,30 +187,71 @@ def grand_record(row: dict[str, Any]) -> dict[str, Any]:
             for a in row.get("affordances") or []
         },
         "id_counter": max(all_ids) + 1 if all_ids else 0,
-        "relationships": {
-            "object_ids": sorted(rel_objects),
-            "floating_object_ids": sorted(rel_floating),
-            "grounding": grounding,
-        },
+        "relationships": _relationships(row.get("relationships") or [], {int(o["id"]) for o in objects}),
         "short_captions": [
-            {"caption": s.get("caption"), "details": [short_detail(d) for d in s.get("details") or []]}
+            {"caption": s.get("caption"), "details": [_short_detail(d, boxes) for d in s.get("details") or []]}
             for s in row.get("short_captions") or []
         ],
     }
     if dense is not None:
         out["dense_caption"] = {
             "caption": dense.get("caption"),
-            "details": [dense_detail(d) for d in dense.get("details") or []],
+            "details": [_dense_detail(d, boxes) for d in dense.get("details") or []],
         }
     if "additional_context" in row:
         out["additional_context"] = row.get("additional_context") or ""
     return out
 
 
+def _floating_attribute(fa: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "bbox": _box(fa.get("bbox")),
+        "labels": [],
+        "score": _num(fa.get("score"), 4),
+        "attributes": list(fa.get("attributes") or []),
+    }
+
+
+def _relationships(relationships: list[dict[str, Any]], object_ids: set[int]) -> dict[str, Any]:
+    """The released ``relationships``: the grounded phrases and which of their ids are objects / floating."""
+    rel_objects: set[int] = set()
+    rel_floating: set[int] = set()
+    grounding = []
+    for rel in relationships:
+        ids = [int(i) for i in rel.get("object_ids") or []]
+        grounding.append({"phrase": rel.get("phrase"), "object_ids": ids})
+        for i in ids:
+            (rel_objects if i in object_ids else rel_floating).add(i)
+    return {"object_ids": sorted(rel_objects), "floating_object_ids": sorted(rel_floating), "grounding": grounding}
+
+
+def _short_detail(det: dict[str, Any], boxes: dict[int, list[float] | None]) -> dict[str, Any]:
+    """A short-caption detail: its first object's ``id`` and that object's ``bbox``."""
+    ids = [int(i) for i in det.get("ids") or []]
+    det_boxes = det.get("bbox")
+    box = _box(det_boxes[0]) if det_boxes else (boxes.get(ids[0]) if ids else None)
+    return {
+        "phrase": det.get("phrase"),
+        "tokens_positive": None if det.get("tokens_positive") is None else list(det["tokens_positive"]),
+        "id": ids[0] if ids else None,
+        "bbox": box,
+    }
+
+
+def _dense_detail(det: dict[str, Any], boxes: dict[int, list[float] | None]) -> dict[str, Any]:
+    """A dense-caption detail: all its ``ids`` and their boxes."""
+    ids = [int(i) for i in det.get("ids") or []]
+    det_boxes = det.get("bbox")
+    return {
+        "phrase": det.get("phrase"),
+        "tokens_positive": None if det.get("tokens_positive") is None else list(det["tokens_positive"]),
+        "ids": ids,
+        "bbox": [_box(b) for b in det_boxes] if det_boxes else [boxes.get(i) for i in ids],
+    }
+
+
 def check_grand(row: dict[str, Any], level: int) -> list[str]:
     """The invariants of ``row`` at ``level`` plus: every mask decodes to the image size with a non-zero area."""
-    from grand_engine.validate import validate_annotation
-
     problems = validate_annotation(row, level)
     masks = [o["segmentation"] for o in _entries(row, True) if o.get("segmentation") is not None]
     problems += mask_problems(masks, int(row["height"]), int(row["width"]), "segmentation")
