@@ -28,9 +28,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         from grand_engine.models import tiny
 
         dest = Path(args.dir).expanduser() if args.dir else tiny.default_tiny_dir()
-        for r in tiny.build_all(dest, force=args.force):
-            state = "built" if r.built else "kept"
-            print(f"{r.name:<24} {state:<6} {r.bytes / 1e6:7.2f} MB {r.seconds:6.2f} s  {r.path}")
+        print(tiny.format_reports(tiny.build_all(dest, force=args.force)))
         return 0
     from grand_engine.models.check import check_manifest, format_checks
 

@@ -1,12 +1,2 @@
-"""Model adapters, one module per family. Importing this package registers every family and tiny builder."""
-
-from grand_engine.models import (  # noqa: F401
-    clip,
-    closed_set,
-    depth,
-    llm,
-    open_vocab,
-    sam,
-    text,
-    vlm,
-)
+"""Model adapters, one module per family (``base.FAMILY_MODULES`` names them; a family's module is imported
+when the family is first loaded), and the tiny random checkpoints in ``grand_engine.models.tiny``."""

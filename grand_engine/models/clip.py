@@ -11,15 +11,15 @@ Used for zero-shot tagging, crop classification (SA-1B masks) and label choice: 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from grand_engine.models.base import Adapter, looks_local, strip_scheme, tiny_builder
-from grand_engine.models.imaging import check_images, chunks, seeded
+from grand_engine.models.base import Adapter, looks_local, strip_scheme
+from grand_engine.models.imaging import check_images, chunks
 
 LOGIT_SCALE = 100.0
 """CLIP's trained logit scale (EVA-CLIP label assignment uses softmax(100 · cos))."""
@@ -40,6 +40,7 @@ def open_clip_name(model_id: str) -> str:
 
 
 def _precision(dtype: Any) -> str:
+    # torch is heavy: imported on first use
     import torch
 
     return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
@@ -52,6 +53,7 @@ class ClipAdapter(Adapter):
     batch_size: int = 64
 
     def load(self) -> None:
+        # open_clip is heavy: imported on first use
         import open_clip
 
         name = open_clip_name(self.spec.id)
@@ -81,8 +83,8 @@ class ClipAdapter(Adapter):
 
     def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """L2-normalised embeddings ``(N, D)`` float32 of RGB crops of any size."""
+        # torch is heavy: imported on first use
         import torch
-        from PIL import Image
 
         images = check_images(images)
         parts = []
@@ -97,6 +99,7 @@ class ClipAdapter(Adapter):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised text embeddings ``(N, D)`` float32; each distinct string is encoded once per adapter."""
+        # torch is heavy: imported on first use
         import torch
 
         texts = [str(t) for t in texts]
@@ -142,67 +145,3 @@ def softmax_scores(image_embeds: np.ndarray, text_embeds: np.ndarray, scale: flo
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-# --- tiny checkpoints -------------------------------------------------------------------------------
-
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-_TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
-
-
-def _write_open_clip(dest: Path, model_cfg: dict[str, Any]) -> None:
-    """Build an open_clip model from ``model_cfg`` (seeded) and save it in the hub layout open_clip reads."""
-    import open_clip
-    from safetensors.torch import save_file
-
-    cfg = dict(model_cfg)
-    custom_text = cfg.pop("custom_text", False)
-    with seeded(0):
-        model = (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**cfg).eval()
-    preprocess = {
-        "mean": list(_OPENAI_MEAN),
-        "std": list(_OPENAI_STD),
-        "interpolation": "bicubic",
-        "resize_mode": "shortest",
-    }
-    (dest / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n"
-    )
-    # Stored in float16 (as many released open_clip weights are); load_state_dict casts to the model dtype.
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(dest / "open_clip_model.safetensors"))
-
-
-@tiny_builder("clip-vit")
-def build_tiny_clip_vit(dest: Path) -> None:
-    """A 2-layer ViT-B/16-style open_clip model at 224² with the real 49,408-token BPE text vocabulary."""
-    _write_open_clip(
-        dest,
-        {
-            "embed_dim": 32,
-            "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-            "text_cfg": dict(_TEXT_CFG),
-        },
-    )
-
-
-@tiny_builder("clip-eva02")
-def build_tiny_clip_eva02(dest: Path) -> None:
-    """An EVA02-CLIP-style model: timm ``eva02_tiny_patch14_224`` vision tower + open_clip text tower
-    (the layout of ``EVA02-L-14-336``, with the smallest EVA02 timm tower)."""
-    _write_open_clip(
-        dest,
-        {
-            "embed_dim": 32,
-            "vision_cfg": {
-                "image_size": 224,
-                "timm_model_name": "eva02_tiny_patch14_224",
-                "timm_model_pretrained": False,
-                "timm_pool": "token",
-                "timm_proj": "linear",
-            },
-            "text_cfg": dict(_TEXT_CFG),
-            "custom_text": True,
-        },
-    )

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from grand_engine.models.base import Adapter, hf_load_kwargs, tiny_builder
-from grand_engine.models.imaging import check_images, chunks, place, seeded
+from grand_engine.models.base import Adapter, hf_load_kwargs
+from grand_engine.models.imaging import check_images, chunks, place
 
 
 @dataclass
@@ -47,6 +46,7 @@ class DepthAdapter(Adapter):
     batch_size: int = 8
 
     def load(self) -> None:
+        # transformers is heavy: imported on first use
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
         kwargs = hf_load_kwargs(self.spec)
@@ -61,6 +61,7 @@ class DepthAdapter(Adapter):
         The processor keeps each image's aspect ratio, so inputs of the same processed shape are
         batched together (``batch_size`` at a time).
         """
+        # torch is heavy: imported on first use
         import torch
         import torch.nn.functional as F
 
@@ -88,80 +89,8 @@ class DepthAdapter(Adapter):
         return out  # type: ignore[return-value]
 
     def _preprocess(self, image: np.ndarray):
+        # torch is heavy: imported on first use
         import torch
 
         values = self.processor(images=image, return_tensors="pt")["pixel_values"]
         return torch.as_tensor(values)[0]
-
-
-# --- tiny checkpoints -------------------------------------------------------------------------------
-
-
-@tiny_builder("depth-dpt-beit")
-def build_tiny_dpt_beit(dest: Path) -> None:
-    """DPT with a 4-layer BEiT backbone at MiDaS v3.1's 512 input (as ``Intel/dpt-beit-large-512``)."""
-    from transformers import BeitConfig, DPTConfig, DPTForDepthEstimation, DPTImageProcessor
-
-    backbone = BeitConfig(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=512,
-        patch_size=16,
-        use_relative_position_bias=True,
-        use_absolute_position_embeddings=False,
-        reshape_hidden_states=False,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-    )
-    config = DPTConfig(
-        backbone_config=backbone,
-        neck_hidden_sizes=[16, 32, 64, 64],
-        fusion_hidden_size=32,
-        reassemble_factors=[4, 2, 1, 0.5],
-        head_in_index=-1,
-    )
-    with seeded(0):
-        model = DPTForDepthEstimation(config).eval()
-    processor = DPTImageProcessor(
-        size={"height": 512, "width": 512}, keep_aspect_ratio=True, ensure_multiple_of=32, resample=3
-    )
-    model.save_pretrained(dest)
-    processor.save_pretrained(dest)
-
-
-@tiny_builder("depth-anything-v2")
-def build_tiny_depth_anything(dest: Path) -> None:
-    """Depth Anything V2 (DINOv2 backbone, patch 14, 518 input) in its relative-depth variant."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
-    backbone = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        mlp_ratio=2,
-        image_size=518,
-        patch_size=14,
-        out_indices=[1, 2, 3, 4],
-        reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=32,
-        neck_hidden_sizes=[16, 32, 64, 64],
-        fusion_hidden_size=32,
-        head_hidden_size=16,
-        depth_estimation_type="relative",
-    )
-    with seeded(0):
-        model = DepthAnythingForDepthEstimation(config).eval()
-    processor = DPTImageProcessor(
-        size={"height": 518, "width": 518},
-        keep_aspect_ratio=True,
-        ensure_multiple_of=14,
-        resample=3,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    )
-    model.save_pretrained(dest)
-    processor.save_pretrained(dest)

@@ -98,6 +98,7 @@ def place(model: Any, device: str, dtype: Any) -> Any:
 @contextmanager
 def seeded(seed: int = 0) -> Iterator[None]:
     """Seed torch (and restore the previous CPU RNG state afterwards) so tiny builds are reproducible."""
+    # torch is heavy: imported on first use
     import torch
 
     state = torch.random.get_rng_state()

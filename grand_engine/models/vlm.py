@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from grand_engine.models.base import Adapter, hf_load_kwargs, tiny_builder
+from grand_engine.models.base import Adapter, hf_load_kwargs
 from grand_engine.models.llm import (
     eos_token_ids,
     greedy_generation_config,
@@ -68,8 +68,6 @@ class GroundedCaption:
 
 def to_pil(image: Any) -> Any:
     """An RGB PIL image from a PIL image or an HxWx3 / HxW uint8 array; anything else raises ``TypeError``."""
-    from PIL import Image
-
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, np.ndarray) and image.ndim in (2, 3) and image.size > 0:
@@ -126,6 +124,7 @@ class VLM(Adapter):
     family = "vlm"
 
     def load(self) -> None:
+        # transformers is heavy: imported on first use
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         kwargs = hf_load_kwargs(self.spec)
@@ -239,6 +238,7 @@ class VLM(Adapter):
         top_p: float,
         seeds: list[int],
     ) -> tuple[list[str], list[str]]:
+        # torch is heavy: imported on first use
         import torch
 
         inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True)
@@ -343,301 +343,3 @@ def kosmos_entities_to_pixels(
         )
         for name, span, boxes in entities
     ]
-
-
-# ---------------------------------------------------------------------- tiny checkpoints
-
-
-LLAVA_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ message['content'][0]['text'] if message['content'] is not string "
-    "else message['content'] }}{{ ' ' }}"
-    "{% else %}{{ message['role'].upper() + ': ' }}"
-    "{% if message['content'] is string %}{{ message['content'] + ' ' }}{% else %}"
-    "{% for part in message['content'] if part['type'] == 'image' %}{{ '<image>\n' }}{% endfor %}"
-    "{% for part in message['content'] if part['type'] == 'text' %}{{ part['text'] + ' ' }}{% endfor %}"
-    "{% endif %}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
-
-# Every parse type Florence2Processor knows; post-processing refuses a type missing from this config.
-FLORENCE_POST_PROCESSOR_CONFIG: dict[str, Any] = {
-    "ocr": {
-        "AREA_THRESHOLD": 0.0,
-        "PATTERN": r"(.+?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>",
-    },
-    "phrase_grounding": {"banned_grounding_tokens": ["the image"]},
-    "pure_text": {},
-    "description_with_bboxes": {},
-    "description_with_polygons": {},
-    "polygons": {},
-    "bboxes": {},
-    "description_with_bboxes_or_polygons": {},
-}
-FLORENCE_EXTRA_TOKENS = [
-    "<od>",
-    "</od>",
-    "<ocr>",
-    "</ocr>",
-    "<poly>",
-    "</poly>",
-    "<sep>",
-    "<region_cap>",
-    "</region_cap>",
-]
-
-
-def _tiny_vision(image_size: int, patch_size: int, layers: int = 1) -> dict[str, Any]:
-    return {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 2,
-        "image_size": image_size,
-        "patch_size": patch_size,
-    }
-
-
-def _unigram_tokenizer(words: int = 4000) -> Any:
-    """An XLM-R style unigram tokenizer built directly from scored pieces (no training): the first
-    ``words`` corpus words as whole-word pieces plus every character, alone and word-initial."""
-    from transformers import XLMRobertaTokenizer
-
-    from grand_engine.models.tokenizers import corpus
-
-    seen: dict[str, None] = {}
-    for line in corpus():
-        for word in line.split():
-            seen.setdefault(word, None)
-            if len(seen) >= words:
-                break
-        if len(seen) >= words:
-            break
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    chars = sorted({c for w in seen for c in w} | set(letters + letters.upper() + "0123456789.,!?'\"-:;()"))
-    pieces: list[tuple[str, float]] = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("<mask>", 0.0)]
-    pieces += [("\u2581" + w, -2.0 - i / len(seen)) for i, w in enumerate(seen) if len(w) > 1]
-    pieces += [("\u2581" + c, -10.0) for c in chars] + [(c, -11.0) for c in chars]
-    return XLMRobertaTokenizer(vocab=pieces)
-
-
-def _save(dest: Path, model: Any, processor: Any) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dest)
-    processor.save_pretrained(dest)
-
-
-@tiny_builder("blip2")
-def build_tiny_blip2(dest: Path) -> None:
-    """Tiny random BLIP-2 (ViT + Q-Former + OPT) with a trained GPT-2 BPE; 8 query tokens."""
-    import torch
-    from transformers import (
-        Blip2Config,
-        Blip2ForConditionalGeneration,
-        Blip2Processor,
-        BlipImageProcessor,
-        GPT2Tokenizer,
-    )
-
-    from grand_engine.models.tokenizers import train_bpe
-
-    tokenizer = train_bpe(GPT2Tokenizer, vocab_size=1000, special_tokens={"pad_token": "<pad>"})
-    image_processor = BlipImageProcessor(size={"height": 224, "width": 224})
-    processor = Blip2Processor(image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=8)
-    tok = processor.tokenizer  # the processor added <image>; the vocabulary size is read after that
-    config = Blip2Config(
-        vision_config=_tiny_vision(224, 14),
-        qformer_config={
-            "hidden_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "encoder_hidden_size": 32,
-        },
-        text_config={
-            "model_type": "opt",
-            "vocab_size": len(tok),
-            "hidden_size": 32,
-            "word_embed_proj_dim": 32,
-            "ffn_dim": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 128,
-            "bos_token_id": tok.bos_token_id,
-            "eos_token_id": tok.eos_token_id,
-            "pad_token_id": tok.pad_token_id,
-            "tie_word_embeddings": False,  # tied, a random decoder mostly repeats its input token
-        },
-        num_query_tokens=8,
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
-    )
-    torch.manual_seed(0)
-    _save(Path(dest), Blip2ForConditionalGeneration(config).eval(), processor)
-
-
-@tiny_builder("llava")
-def build_tiny_llava(dest: Path) -> None:
-    """Tiny random LLaVA-1.5 (CLIP ViT 336/14 + Llama) with the llava-hf style processor and chat template."""
-    import torch
-    from transformers import (
-        CLIPImageProcessor,
-        LlamaTokenizer,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    from grand_engine.models.tokenizers import train_bpe
-
-    tokenizer = train_bpe(
-        LlamaTokenizer,
-        vocab_size=1000,
-        special_tokens={
-            "bos_token": "<s>",
-            "eos_token": "</s>",
-            "unk_token": "<unk>",
-            "pad_token": "<pad>",
-            "additional_special_tokens": ["<image>"],
-        },
-        add_bos=True,
-    )
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, do_center_crop=True
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=14,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # the CLS token; "default" drops it again, leaving 24*24 = 576 image tokens
-        chat_template=LLAVA_CHAT_TEMPLATE,
-    )
-    config = LlavaConfig(
-        vision_config={"model_type": "clip_vision_model", **_tiny_vision(336, 14, layers=2), "projection_dim": 32},
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 1024,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
-    torch.manual_seed(0)
-    _save(Path(dest), LlavaForConditionalGeneration(config).eval(), processor)
-
-
-@tiny_builder("florence2")
-def build_tiny_florence2(dest: Path) -> None:
-    """Tiny random Florence-2 (DaViT + BART) at the real 768x768 input: trained BART BPE plus the 1000
-    ``<loc_i>`` tokens, ``<image>`` declared through ``extra_special_tokens``."""
-    import torch
-    from transformers import (
-        BartTokenizer,
-        CLIPImageProcessor,
-        Florence2Config,
-        Florence2ForConditionalGeneration,
-        Florence2Processor,
-    )
-
-    from grand_engine.models.tokenizers import train_bpe
-
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_bpe(BartTokenizer, vocab_size=1000)
-    tokenizer.add_tokens(FLORENCE_EXTRA_TOKENS + [f"<loc_{i}>" for i in range(LOC_BINS)])
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    # The image token only survives a save/load round trip as an extra special token.
-    tokenizer.save_pretrained(dest)
-    tokenizer = BartTokenizer.from_pretrained(dest, extra_special_tokens={"image_token": "<image>"})
-    image_processor = CLIPImageProcessor(
-        size={"height": 768, "width": 768},
-        crop_size={"height": 768, "width": 768},
-        do_center_crop=False,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    )
-    image_processor.image_seq_length = 577
-    processor = Florence2Processor(
-        image_processor=image_processor, tokenizer=tokenizer, post_processor_config=FLORENCE_POST_PROCESSOR_CONFIG
-    )
-    config = Florence2Config(
-        vision_config={
-            "depths": [1, 1, 1, 1],
-            "patch_stride": [4, 2, 2, 2],
-            "embed_dim": [16, 16, 32, 32],
-            "num_heads": [1, 1, 2, 2],
-            "num_groups": [1, 1, 2, 2],
-            "window_size": 12,
-            "projection_dim": 32,
-            "drop_path_rate": 0.0,
-        },
-        text_config={
-            "model_type": "bart",
-            "vocab_size": len(tokenizer),
-            "d_model": 32,
-            "encoder_layers": 1,
-            "decoder_layers": 1,
-            "encoder_attention_heads": 2,
-            "decoder_attention_heads": 2,
-            "encoder_ffn_dim": 64,
-            "decoder_ffn_dim": 64,
-            "max_position_embeddings": 1024,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            "decoder_start_token_id": tokenizer.eos_token_id,
-            "forced_eos_token_id": tokenizer.eos_token_id,
-        },
-        image_token_id=tokenizer.image_token_id,
-        # Untied output embeddings: with tied ones a random decoder mostly predicts its own input token, and
-        # since decoding starts from EOS the tiny model would stop at once.
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    model = Florence2ForConditionalGeneration(config).eval()
-    # Real Florence-2 output is mostly <loc_i> runs after short phrases. Scaling the <loc_i> rows of the random
-    # output layer by 1.1 makes the tiny model's generations contain such runs too, so region parsing is
-    # exercised end to end (without it greedy output rarely holds four coordinates in a row).
-    first_loc = tokenizer.convert_tokens_to_ids("<loc_0>")
-    with torch.no_grad():
-        model.lm_head.weight[first_loc : first_loc + LOC_BINS] *= 1.1
-    _save(dest, model, processor)
-
-
-@tiny_builder("kosmos2")
-def build_tiny_kosmos2(dest: Path) -> None:
-    """Tiny random Kosmos-2 with a unigram XLM-R tokenizer; the processor adds the tag and 1024 patch-index
-    tokens, so the text vocabulary is read from the processor's tokenizer."""
-    import torch
-    from transformers import CLIPImageProcessor, Kosmos2Config, Kosmos2ForConditionalGeneration, Kosmos2Processor
-
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
-    processor = Kosmos2Processor(image_processor=image_processor, tokenizer=_unigram_tokenizer())
-    tok = processor.tokenizer
-    config = Kosmos2Config(
-        text_config={
-            "vocab_size": len(tok),
-            "embed_dim": 32,
-            "layers": 1,
-            "ffn_dim": 64,
-            "attention_heads": 2,
-            "max_position_embeddings": 512,
-            "bos_token_id": tok.bos_token_id,
-            "eos_token_id": tok.eos_token_id,
-            "pad_token_id": tok.pad_token_id,
-            "tie_word_embeddings": False,  # tied, a random decoder mostly repeats its input token
-        },
-        vision_config=_tiny_vision(224, 14),
-        latent_query_num=64,  # = the processor's num_image_tokens
-    )
-    torch.manual_seed(0)
-    _save(Path(dest), Kosmos2ForConditionalGeneration(config).eval(), processor)

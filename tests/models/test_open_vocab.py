@@ -18,7 +18,7 @@ from grand_engine.models.open_vocab import (
     owl_boxes_to_image,
     span_token_positions,
 )
-from grand_engine.models.tokenizers import bert_tokenizer
+from grand_engine.models.tiny.tokenizers import bert_tokenizer
 
 QUERIES = [["a cat", "a dog", "trees"], ["a red car"]]
 

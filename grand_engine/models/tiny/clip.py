@@ -1,0 +1,70 @@
+"""Tiny open_clip checkpoints (family ``clip``): a ViT-B/16-style model and an EVA02-CLIP-style model with a timm
+tower, written in the Hub layout open_clip reads (``open_clip_config.json`` + ``open_clip_model.safetensors``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from grand_engine.models.imaging import seeded
+
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+_TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
+
+
+def _write_open_clip(dest: Path, model_cfg: dict[str, Any]) -> None:
+    """Build an open_clip model from ``model_cfg`` (seeded) and save it in the hub layout open_clip reads."""
+    # open_clip and torch are heavy: imported only when a checkpoint is built
+    import open_clip
+    from safetensors.torch import save_file
+
+    cfg = dict(model_cfg)
+    custom_text = cfg.pop("custom_text", False)
+    with seeded(0):
+        model = (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**cfg).eval()
+    preprocess = {
+        "mean": list(_OPENAI_MEAN),
+        "std": list(_OPENAI_STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+    (dest / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n"
+    )
+    # Stored in float16 (as many released open_clip weights are); load_state_dict casts to the model dtype.
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(dest / "open_clip_model.safetensors"))
+
+
+def build_clip_vit(dest: Path) -> None:
+    """A 2-layer ViT-B/16-style open_clip model at 224² with the real 49,408-token BPE text vocabulary."""
+    _write_open_clip(
+        dest,
+        {
+            "embed_dim": 32,
+            "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+            "text_cfg": dict(_TEXT_CFG),
+        },
+    )
+
+
+def build_clip_eva02(dest: Path) -> None:
+    """An EVA02-CLIP-style model: timm ``eva02_tiny_patch14_224`` vision tower + open_clip text tower
+    (the layout of ``EVA02-L-14-336``, with the smallest EVA02 timm tower)."""
+    _write_open_clip(
+        dest,
+        {
+            "embed_dim": 32,
+            "vision_cfg": {
+                "image_size": 224,
+                "timm_model_name": "eva02_tiny_patch14_224",
+                "timm_model_pretrained": False,
+                "timm_pool": "token",
+                "timm_proj": "linear",
+            },
+            "text_cfg": dict(_TEXT_CFG),
+            "custom_text": True,
+        },
+    )
