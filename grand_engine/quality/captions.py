@@ -110,17 +110,21 @@ def ptb_tokenize(captions: Sequence[str]) -> list[str]:
 
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 _CLITIC = re.compile(r"(?<=\w)(n't|'s|'re|'ve|'ll|'d|'m)\b")
-_TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|-[lr][rsc]b-|\w+(?:[-/.,:]\w+)*|[$%&#@+=*<>^~|]|[^\w\s]+")
+_TOKEN = re.compile(
+    r"n't|'(?:s|re|ve|ll|d|m)\b|-[lr][rsc]b-"
+    r"|(?<![\w.])(?:[^\W\d_]\.)+(?!\w)"  # initials and abbreviations keep their periods: "b.", "p.m.", "u.s."
+    r"|\w+(?:[-/.,:]\w+)*|[$%&#@+=*<>^~|]|[^\w\s]+"
+)
 
 
 def python_tokenize(caption: str) -> str:
     """An approximation of :func:`ptb_tokenize` for machines without java.
 
     Lower-cases, splits the clitics PTB splits (``isn't`` → ``is n't``, ``dog's`` → ``dog 's``), spells brackets
-    as PTB does after lower-casing (``-lrb-`` …), keeps words joined by ``- / . , :`` together (``well-known``,
-    ``3.5``, ``1,000``) and removes the same punctuation tokens. Ordinary captions come out as PTB's; rarer
-    constructions (abbreviations such as ``u.s.``, a ``5:30pm``) can differ, so CIDEr computed on it is
-    labelled approximate.
+    as PTB does after lower-casing (``-lrb-`` …), keeps the periods of initials and abbreviations (``p.m.``),
+    keeps words joined by ``- / . , :`` together (``well-known``, ``3.5``, ``1,000``) and removes the same
+    punctuation tokens. Ordinary captions come out as PTB's; rarer constructions (``5:30pm``, ``mr.``, ``?!``) can
+    differ, so CIDEr computed on it is labelled approximate.
     """
     text = _one_line(caption).lower()
     text = _CLITIC.sub(r" \1", text)

@@ -120,11 +120,13 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
 
 
-def _count_problem(where: str, phrases: int, masks: int, allow: bool) -> str | None:
+def _count_problem(
+    where: str, phrases: int, masks: int, allow: bool, noun: str = "phrase", of: str = ""
+) -> str | None:
     if phrases == masks or allow:
         return None
     return (
-        f"{where}: {phrases} phrases but {masks} masks; recall pairs phrase i with mask i "
+        f"{where}: {phrases} {noun}s but {masks} masks{of}; recall pairs {noun} i with mask i "
         "(--allow-count-mismatch pairs them by position anyway)"
     )
 
@@ -307,10 +309,15 @@ def load_glamm_ground_truth(gt_dir: str | Path, split: str, allow_count_mismatch
             continue
         phrases = labels.get(image_id, [])
         issue = _count_problem(
-            f"{caption_path}: image {image_id!r}", len(phrases), len(masks[image_id]), allow_count_mismatch
+            f"{caption_path}: image {image_id!r}",
+            len(phrases),
+            len(masks[image_id]),
+            allow_count_mismatch,
+            noun="label",
+            of=f" in {mask_path.name}",
         )
         if issue:
-            problems.append(issue.replace("masks;", f"masks in {mask_path.name};"))
+            problems.append(issue)
         size = sizes[image_id]
         images[image_id] = GCGImage(
             image_id=image_id,
@@ -491,7 +498,7 @@ def read_grandf_export(path: str | Path) -> list[GCGImage]:
 
 def read_grandf_run(out: str | Path) -> tuple[list[GCGImage], int]:
     """``(records, rows skipped)`` of a run's ``grandf`` table (rows with a ``skip_reason`` are skipped)."""
-    from grand_engine.grandf.reader import MissingStageError, iter_unit_rows, require_units
+    from grand_engine.grandf.reader import MissingStageError, iter_rows, read_unit, require_units
     from grand_engine.io.store import OutputStore
 
     store = OutputStore(out)
@@ -501,7 +508,8 @@ def read_grandf_run(out: str | Path) -> tuple[list[GCGImage], int]:
         raise GCGInputError(str(out), [str(exc)]) from None
     problems: list[str] = []
     records, skipped = [], 0
-    for unit_id, row, _ in iter_unit_rows(store, "grandf", units, with_images=False):
+    rows = ((unit_id, row) for unit_id in units for row in iter_rows(read_unit(store, "grandf", unit_id)))
+    for unit_id, row in rows:
         if row.get("skip_reason"):
             skipped += 1
             continue
