@@ -22,6 +22,7 @@ from grand_engine.config import ModelSpec
 FAMILY_MODULES: dict[str, str] = {
     "clip": "grand_engine.models.clip",
     "depth": "grand_engine.models.depth",
+    "dino": "grand_engine.models.dino",
     "detector": "grand_engine.models.closed_set",
     "grounding_dino": "grand_engine.models.open_vocab",
     "llm": "grand_engine.models.llm",

@@ -13,8 +13,8 @@ Modules (each usable on its own):
   eigenscaling, Wasserstein head matching (Hungarian), distilled attention;
 * :mod:`~grand_engine.ovss.context` — object presence prior, class groups, text-embedding adjustment;
 * :mod:`~grand_engine.ovss.windows` — sliding windows at the backbones' resolution;
-* :mod:`~grand_engine.ovss.backbones` — open_clip ViT with a replaceable last attention, DINO keys
-  (family ``dino``), the tiny DINO checkpoint builder;
+* :mod:`~grand_engine.ovss.backbones` — open_clip ViT with a replaceable last attention, patch-grid resampling
+  (DINO's keys come from the ``dino`` model family, :mod:`grand_engine.models.dino`);
 * :mod:`~grand_engine.ovss.segmenter` — :class:`CassSegmenter`: image + vocabulary → label map;
 * :mod:`~grand_engine.ovss.regions` — label map → RLE regions, the ``ovss`` row, the level-1 stuff merge.
 

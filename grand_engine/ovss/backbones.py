@@ -1,42 +1,28 @@
-"""The two backbones of CASS: CLIP's ViT with a replaceable last attention, and DINO's last-layer keys.
+"""CLIP's side of CASS: a ViT image tower with a replaceable last attention, and patch-grid resampling.
 
-* :class:`ClipDense` wraps a loaded :class:`grand_engine.models.clip.ClipAdapter` (open_clip, so ``hf-hub:``,
-  ``local-dir:`` and plain directories load through the project's one CLIP path). For a batch of windows it runs
-  every block but the last as usual, then gives the window's global embedding (the unchanged last block, pooling
-  and projection, i.e. ``encode_image``) and the last block's per-head keys and values of the patch tokens.
-  :meth:`ClipDense.dense` turns the values and a replacement attention into patch embeddings in the joint
-  image-text space: attention output → output projection (and layer scale) → ``ln_post`` → ``proj``, without the
-  last block's residual and MLP, as training-free CLIP segmenters do (the residual carries the global, not the
-  local, signal).
-* :class:`DinoAdapter` (model family ``dino``) loads a transformers ViT (``facebook/dino-vitb16`` is ViT-B/16
-  DINO) from a Hub id or a directory and returns the per-head keys of its last layer on the patch grid.
+:class:`ClipDense` wraps a loaded :class:`grand_engine.models.clip.ClipAdapter` (open_clip, so ``hf-hub:``,
+``local-dir:`` and plain directories load through the project's one CLIP path). For a batch of windows it runs every
+block but the last as usual, then gives the window's global embedding (the unchanged last block, pooling and
+projection, i.e. ``encode_image``) and the last block's per-head keys and values of the patch tokens.
+:meth:`ClipDense.dense` turns the values and a replacement attention into patch embeddings in the joint image-text
+space: attention output → output projection (and layer scale) → ``ln_post`` → ``proj``, without the last block's
+residual and MLP, as training-free CLIP segmenters do (the residual carries the global, not the local, signal).
 
-``build_tiny_dino_vit`` writes a random 2-layer DINO-style ViT checkpoint (``save_pretrained`` layout, the same
-loader as the real one); the tiny CLIP is the project's ``clip-vit`` checkpoint (:mod:`grand_engine.models.clip`).
+The VFM side is the ``dino`` model family (:class:`grand_engine.models.dino.DinoAdapter`), whose tiny checkpoint
+``dino-vit`` is built by :mod:`grand_engine.models.tiny.dino`; the tiny CLIP is the project's ``clip-vit``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from grand_engine.models.base import Adapter, hf_load_kwargs
-from grand_engine.models.imaging import place, seeded
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
     from grand_engine.models.clip import ClipAdapter
 
-__all__ = ["ClipDense", "ClipWindowTokens", "DinoAdapter", "build_tiny_dino_vit", "resample_grid"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_KEY_PROJECTIONS = ("attention.k_proj", "attention.attention.key", "attention.key", "attn.k_proj")
-"""Where the last layer's key projection sits in a transformers ViT-family layer (the name changed across versions);
-the layers themselves are ``model.layers`` (transformers 5) or ``model.encoder.layer`` (transformers 4)."""
+__all__ = ["ClipDense", "ClipWindowTokens", "resample_grid"]
 
 
 @dataclass
@@ -131,77 +117,6 @@ class ClipDense:
         return F.normalize(out.float(), dim=-1)
 
 
-class DinoAdapter(Adapter):
-    """A transformers ViT (DINO ViT-B/16: ``facebook/dino-vitb16``) exposing its last layer's keys per head."""
-
-    family = "dino"
-
-    def load(self) -> None:
-        from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTModel
-
-        kwargs = hf_load_kwargs(self.spec)
-        config = AutoConfig.from_pretrained(self.model_path, **kwargs)
-        if config.model_type == "vit":
-            model = ViTModel.from_pretrained(self.model_path, add_pooling_layer=False, **kwargs)
-        else:
-            model = AutoModel.from_pretrained(self.model_path, **kwargs)
-        self.model = place(model, self.device, self.dtype)
-        processor = AutoImageProcessor.from_pretrained(self.model_path, **kwargs)
-        self.mean = tuple(float(v) for v in getattr(processor, "image_mean", None) or IMAGENET_MEAN)
-        self.std = tuple(float(v) for v in getattr(processor, "image_std", None) or IMAGENET_STD)
-        size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
-        patch = config.patch_size if isinstance(config.patch_size, (list, tuple)) else (config.patch_size,) * 2
-        self.image_size = (int(size[0]), int(size[1]))
-        self.patch_size = (int(patch[0]), int(patch[1]))
-        self.grid = (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
-        self.heads = int(config.num_attention_heads)
-        self._key_proj = self._find_key_projection()
-
-    def _find_key_projection(self) -> Any:
-        layers = None
-        for owner in (self.model, getattr(self.model, "encoder", None)):
-            for name in ("layers", "layer"):
-                candidate = getattr(owner, name, None) if owner is not None else None
-                if candidate is not None and len(candidate) > 0:
-                    layers = candidate
-                    break
-            if layers is not None:
-                break
-        if layers is None:
-            raise ValueError(f"{self.spec.id!r}: no encoder layers found; the 'dino' family needs a ViT-style model")
-        self.last_layer = layers[-1]
-        for name in _KEY_PROJECTIONS:
-            module = self.last_layer
-            for part in name.split("."):
-                module = getattr(module, part, None)
-                if module is None:
-                    break
-            if module is not None:
-                return module
-        raise ValueError(
-            f"{self.spec.id!r}: cannot find the key projection of the last layer (looked for "
-            f"{', '.join(_KEY_PROJECTIONS)})"
-        )
-
-    def last_layer_keys(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(B, H, N, d)`` keys of the patch tokens (row-major grid :attr:`grid`) of the last layer, for
-        ``pixels`` ``(B, 3, h, w)`` normalised with :attr:`mean`/:attr:`std` at :attr:`image_size`."""
-        if tuple(pixels.shape[-2:]) != self.image_size:
-            raise ValueError(f"VFM windows must be {self.image_size}, got {tuple(pixels.shape[-2:])}")
-        captured: list[torch.Tensor] = []
-        handle = self._key_proj.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            self.model(pixel_values=pixels.to(device=self.device, dtype=next(self.model.parameters()).dtype))
-        finally:
-            handle.remove()
-        keys = captured[-1]  # (B, L, H * d)
-        b, length, width = keys.shape
-        n = self.grid[0] * self.grid[1]
-        if length < n:
-            raise ValueError(f"{self.spec.id!r}: {length} tokens for a {self.grid} patch grid")
-        return keys[:, length - n :].reshape(b, n, self.heads, width // self.heads).transpose(1, 2)
-
-
 def resample_grid(tokens: torch.Tensor, grid: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:
     """``(B, H, N, d)`` tokens on a row-major ``grid`` → the same on ``target`` (bilinear), for a VFM whose patch
     grid differs from CLIP's (e.g. DINO ViT-B/8 beside CLIP ViT-B/16)."""
@@ -215,25 +130,3 @@ def resample_grid(tokens: torch.Tensor, grid: tuple[int, int], target: tuple[int
     maps = tokens.reshape(b * h, grid[0], grid[1], d).permute(0, 3, 1, 2).float()
     out = F.interpolate(maps, size=tuple(target), mode="bilinear", align_corners=False)
     return out.permute(0, 2, 3, 1).reshape(b, h, target[0] * target[1], d).to(tokens.dtype)
-
-
-def build_tiny_dino_vit(dest: Path) -> None:
-    """A 2-layer, 4-head DINO-style ViT at 224² with patch 16 (the layout of ``facebook/dino-vitb16``) and its
-    ImageNet-normalising image processor, in the ``save_pretrained`` layout."""
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    config = ViTConfig(
-        image_size=224,
-        patch_size=16,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        qkv_bias=True,
-    )
-    with seeded(0):
-        model = ViTModel(config, add_pooling_layer=False).eval()
-    model.save_pretrained(dest)
-    ViTImageProcessor(
-        size={"height": 224, "width": 224}, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD)
-    ).save_pretrained(dest)

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
     from grand_engine.config import ModelSpec
     from grand_engine.models.clip import ClipAdapter
-    from grand_engine.ovss.backbones import ClipDense, DinoAdapter
+    from grand_engine.models.dino import DinoAdapter
+    from grand_engine.ovss.backbones import ClipDense
 
 __all__ = [
     "DEFAULT_STUFF_FILE",
@@ -184,7 +185,6 @@ class CassSegmenter:
     ) -> CassSegmenter:
         """Load both backbones through :func:`grand_engine.models.base.load_adapter` (families ``clip`` and
         ``dino``) onto the device a worker with ``gpus`` share gets."""
-        import grand_engine.ovss.backbones  # noqa: F401  (registers the `dino` family)
         from grand_engine.models.base import load_adapter
 
         return cls(load_adapter(clip_spec, gpus=gpus), load_adapter(vfm_spec, gpus=gpus), config)

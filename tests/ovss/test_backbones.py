@@ -1,5 +1,5 @@
-"""The CASS backbones on tiny checkpoints: CLIP's window tokens against the model's own forward, DINO's keys against
-the last layer's key projection, and the grid resampling by hand."""
+"""CLIP's side of CASS on the tiny checkpoint (window tokens against the model's own forward, the dense head by
+hand) and the grid resampling by hand."""
 
 from __future__ import annotations
 
@@ -11,20 +11,12 @@ import torch
 
 from grand_engine.config import ModelSpec
 from grand_engine.models.base import load_adapter
-from grand_engine.ovss.backbones import ClipDense, DinoAdapter, resample_grid
+from grand_engine.ovss.backbones import ClipDense, resample_grid
 
 
 @pytest.fixture(scope="module")
 def clip(cass_checkpoints: tuple[Path, Path]):
     return load_adapter(ModelSpec(id="local-dir:" + str(cass_checkpoints[0]), family="clip"))
-
-
-@pytest.fixture(scope="module")
-def dino(cass_checkpoints: tuple[Path, Path]) -> DinoAdapter:
-    # the adapter's own loader (what load_adapter runs once the `dino` family is in the model registry)
-    adapter = DinoAdapter(ModelSpec(id=str(cass_checkpoints[1]), family="dino"), device="cpu", dtype=torch.float32)
-    adapter.load()
-    return adapter
 
 
 def pixels(seed: int, batch: int = 2) -> torch.Tensor:
@@ -61,19 +53,6 @@ def test_clip_dense_with_cls_free_self_attention_matches_a_hand_computation(clip
         by_hand = torch.nn.functional.normalize(by_hand @ dense.visual.proj, dim=-1)
     assert out.shape == (1, 196, 32)
     torch.testing.assert_close(out, by_hand)
-
-
-def test_dino_keys_are_the_last_layers_key_projection(dino: DinoAdapter) -> None:
-    assert dino.image_size == (224, 224) and dino.grid == (14, 14) and dino.heads == 4
-    assert dino.mean == pytest.approx((0.485, 0.456, 0.406)) and dino.std == pytest.approx((0.229, 0.224, 0.225))
-    x = pixels(2)
-    with torch.inference_mode():
-        keys = dino.last_layer_keys(x)
-        hidden = dino.model(pixel_values=x, output_hidden_states=True).hidden_states[-2]  # input of the last layer
-        layer = dino.last_layer
-        k = layer.attention.k_proj(layer.layernorm_before(hidden))[:, 1:]  # patch tokens, CLS dropped
-    assert keys.shape == (2, 4, 196, 16)
-    torch.testing.assert_close(keys, k.reshape(2, 196, 4, 16).transpose(1, 2))
 
 
 def test_resample_grid_by_hand() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from grand_engine.config import ModelSpec
 from grand_engine.models.base import load_adapter
+from grand_engine.models.dino import DinoAdapter
 from grand_engine.ovss import (
     CassConfig,
     CassSegmenter,
@@ -18,7 +18,6 @@ from grand_engine.ovss import (
     stuff_name,
     stuff_vocabulary,
 )
-from grand_engine.ovss.backbones import DinoAdapter
 
 VOCAB = ("dog", "sky", "grass", "road")
 
@@ -26,9 +25,7 @@ VOCAB = ("dog", "sky", "grass", "road")
 @pytest.fixture(scope="module")
 def backbones(cass_checkpoints: tuple[Path, Path]):
     clip = load_adapter(ModelSpec(id=str(cass_checkpoints[0]), family="clip"))
-    # the adapter's own loader (what load_adapter runs once the `dino` family is in the model registry)
-    dino = DinoAdapter(ModelSpec(id=str(cass_checkpoints[1]), family="dino"), device="cpu", dtype=torch.float32)
-    dino.load()
+    dino = load_adapter(ModelSpec(id=str(cass_checkpoints[1]), family="dino"))
     return clip, dino
 
 
@@ -67,6 +64,17 @@ def test_windows_tile_both_axes_and_the_output_is_deterministic(backbones) -> No
     # the regions of the label map partition the image
     regions = regions_from_segmentation(out.labels, out.scores, out.vocabulary, {"sky", "grass", "road"})
     assert sum(r.area for r in regions) == 30 * 41
+
+
+def test_load_builds_both_backbones_through_the_model_registry(cass_checkpoints: tuple[Path, Path]) -> None:
+    clip_dir, dino_dir = cass_checkpoints
+    segmenter = CassSegmenter.load(
+        ModelSpec(id=f"local-dir:{clip_dir}", family="clip"),
+        ModelSpec(id=str(dino_dir), family="dino"),
+        CassConfig(short_side=224),
+    )
+    assert isinstance(segmenter.vfm, DinoAdapter) and segmenter.window == 224 and segmenter.stride == 112
+    assert segmenter.segment(image(20, 30), ["sky", "road"]).labels.shape == (20, 30)
 
 
 def test_single_class_vocabulary_labels_everything(backbones) -> None:

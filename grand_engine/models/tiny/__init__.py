@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 
 from grand_engine.models.base import quiet_transformers
-from grand_engine.models.tiny import clip, closed_set, depth, llm, open_vocab, sam, vlm
+from grand_engine.models.tiny import clip, closed_set, depth, dino, llm, open_vocab, sam, vlm
 
 Builder = Callable[[Path], None]
 
@@ -45,6 +45,7 @@ BUILDERS: dict[str, Builder] = {
     "grounding-dino": open_vocab.build_grounding_dino,
     "clip-vit": clip.build_clip_vit,
     "clip-eva02": clip.build_clip_eva02,
+    "dino-vit": dino.build_dino_vit,
     "sam-vit-tiny": sam.build_sam_vit,
     "blip2": vlm.build_blip2,
     "llava": vlm.build_llava,
