@@ -20,8 +20,9 @@ Built-in formats (``docs/exports.md`` shows an example record of each):
 ``grand``
     The released GranD per-image layout (spec §8), one ``{"<file_name>": payload}`` per image.
 ``coco``
-    COCO instances: ``images``, ``annotations`` (RLE ``segmentation``, XYWH ``bbox``, ``area``) and
-    ``categories`` built from the normalised labels (ids in order of first appearance).
+    COCO instances: ``images``, ``annotations`` (RLE ``segmentation``, ``bbox`` the mask's tight XYWH box,
+    ``area``, and ``grand_bbox`` the object's own box) and ``categories`` built from the normalised labels (ids
+    in order of first appearance).
 ``refseg``
     Referring expressions (spec §10): ``{"<file_name>": [{attribute, id, bbox, segmentation}]}`` per image;
     objects without a mask are skipped and counted instead of dropping the image (§14.48).
@@ -44,6 +45,7 @@ from typing import Any, ClassVar, Protocol
 
 from grand_engine.grandf import records as R
 from grand_engine.grandf.writers import CocoWriter, JsonLinesWriter, JsonListWriter, PerImageFilesWriter
+from grand_engine.io import rle
 from grand_engine.registry import EXPORT_FORMAT_GROUP, Registry
 
 __all__ = [
@@ -365,19 +367,25 @@ class CaptionGrounding(PerImageFormat):
 
 @dataclass
 class CocoImage:
-    """One image of a COCO export: its ``images`` entry, the objects that become annotations and their areas."""
+    """One image of a COCO export: its ``images`` entry, the objects that become annotations, their masks'
+    areas and tight boxes (XYWH)."""
 
     image: dict[str, Any]
     objects: list[dict[str, Any]]
     areas: list[int]
+    boxes: list[list[float]]
     problems: list[str]  # found while measuring the masks (an image with problems is not written)
 
 
 class Coco(ExportFormat):
-    """COCO instances; images are numbered 1, 2, … in the order they are read (invalid ones keep their number)."""
+    """COCO instances; images are numbered 1, 2, … in the order they are read (invalid ones keep their number).
+
+    COCO's ``bbox`` is the tight box of the annotation's mask, so that is what ``bbox`` holds; the object's own
+    box (a detector's, which a SAM mask may overflow) is kept as ``grand_bbox``, XYWH as well.
+    """
 
     name = "coco"
-    description = "COCO instances (RLE segmentation, XYWH bbox, area; categories from the normalised labels)"
+    description = "COCO instances (RLE segmentation, the mask's XYWH bbox, area; categories from the labels)"
     file_name = "grand_coco.json"
     info: ClassVar[dict[str, str]] = {"description": "GranD annotations exported by grand-engine", "version": "1"}
 
@@ -388,7 +396,9 @@ class Coco(ExportFormat):
         height, width = row["height"], row["width"]
         objects, skipped = R.coco_objects(row, self.options.include_floating)
         self.report.skipped.update(skipped)
-        areas, problems = R.mask_areas([o["segmentation"] for o in objects], height, width, "segmentation")
+        masks = [o["segmentation"] for o in objects]
+        areas, problems = R.mask_areas(masks, height, width, "segmentation")
+        boxes = [] if problems else [R.xyxy_to_xywh(b) for b in rle.to_bbox_xyxy(masks)]
         image = {
             "id": self.report.images_read,
             "file_name": file_name,
@@ -396,14 +406,14 @@ class Coco(ExportFormat):
             "height": height,
             "grand_image_id": row["image_id"],
         }
-        yield CocoImage(image, objects, areas, problems)
+        yield CocoImage(image, objects, areas, boxes, problems)
 
     def check(self, record: CocoImage, row: dict[str, Any]) -> list[str]:
         return record.problems
 
     def write(self, writer: CocoWriter, record: CocoImage, row: dict[str, Any]) -> None:
         writer.add_image(record.image)
-        for obj, area in zip(record.objects, record.areas, strict=True):
+        for obj, area, box in zip(record.objects, record.areas, record.boxes, strict=True):
             writer.add_annotation(
                 {
                     "id": writer.annotations + 1,
@@ -411,9 +421,10 @@ class Coco(ExportFormat):
                     "category_id": writer.category_id(R.category_name(obj)),
                     "segmentation": R._rle(obj["segmentation"]),
                     "area": int(area),
-                    "bbox": R.xyxy_to_xywh(obj["bbox"]),
+                    "bbox": box,
                     "iscrowd": 0,
                     "grand_object_id": int(obj["id"]),
+                    "grand_bbox": R.xyxy_to_xywh(obj["bbox"]),
                 }
             )
 

@@ -192,6 +192,7 @@ def test_coco_export_loads_in_pycocotools(run_out, tmp_path):
         (3, 3, 1, [0.0, 0.0, 10.0, 10.0], 100),
         (4, 3, 2, [20.0, 20.0, 5.0, 5.0], 25),
     ]
+    assert [a["grand_bbox"] for a in doc["annotations"]] == [a["bbox"] for a in doc["annotations"]]  # masks fill boxes
     coco = COCO(str(dest))
     assert coco.getAnnIds(imgIds=[1]) == [1, 2]
     assert np.array_equal(coco.annToMask(coco.anns[2]).astype(bool), rle.decode(BALL))
@@ -202,6 +203,22 @@ def test_coco_export_loads_in_pycocotools(run_out, tmp_path):
     assert [c["name"] for c in doc["categories"]] == ["dog", "ball", "cat"]
     assert report.items["annotations"] == 6
     assert report.skipped == {"object_without_mask": 4}  # tree and bird, in two images
+
+
+def test_coco_bbox_is_the_masks_tight_box(tmp_path):
+    """A mask that reaches outside its object's box: COCO's bbox is the mask's, the object's box is grand_bbox."""
+    from pycocotools import mask as mask_api
+
+    row = scene_row("sa_5")
+    row["objects"][1]["segmentation"] = box_mask(H, W, (18, 19, 26, 25))  # the ball's box is (20, 20, 25, 25)
+    write_output(tmp_path / "out", {"sa_000003/00000": _tables([row])})
+    report = export(tmp_path / "out", "coco", tmp_path / "coco.json")
+    dog, ball = json.loads((tmp_path / "coco.json").read_text())["annotations"]
+    assert (ball["bbox"], ball["grand_bbox"], ball["area"]) == ([18.0, 19.0, 8.0, 6.0], [20.0, 20.0, 5.0, 5.0], 48)
+    assert dog["bbox"] == dog["grand_bbox"] == [0.0, 0.0, 10.0, 10.0]
+    seg = {"size": ball["segmentation"]["size"], "counts": ball["segmentation"]["counts"].encode()}
+    assert mask_api.toBbox(seg).tolist() == ball["bbox"]  # what pycocotools computes from the mask
+    assert report.invalid == 0
 
 
 def test_refseg_export_skips_objects_without_masks(run_out, tmp_path):
