@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from tqdm import tqdm
 
-from grand_engine.grandf.reader import MissingStageError, done_units, image_info, iter_rows, read_unit
+from grand_engine.grandf.progress import Progress
+from grand_engine.grandf.reader import MissingStageError, done_records, done_units, image_info, iter_rows, read_unit
 from grand_engine.io import rle
 from grand_engine.io.store import OutputStore
-from grand_engine.runtime.manifests import iter_records
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_IMAGES = 50
@@ -546,12 +545,11 @@ def build_site(
     selected = select_images(store, stage, None if image_id else images, image_id)
     site = _Site(Path(dest), stage, [iid for _, iid in selected])
     site.prepare()
-    bar = tqdm(total=len(selected), unit="image", desc="explorer", disable=not progress)
-    for data in iter_images(store, stage, selected):
-        site.add_image(data)
-        bar.update(1)
-    bar.close()
-    total = sum(r.rows for r in iter_records(store, stage) if r.status == "done")
+    with Progress(len(selected), "explorer", "image", enabled=progress) as bar:
+        for data in iter_images(store, stage, selected):
+            site.add_image(data)
+            bar.update(1)
+    total = sum(r.rows for r in done_records(store, stage).values())
     site.write_index(store.uri, total)
     site.report.seconds = time.perf_counter() - start
     return site.report

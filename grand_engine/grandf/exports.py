@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from grand_engine.grandf.formats import ExportFormat, ExportOptions, ExportReport, get_export_format
+from grand_engine.grandf.progress import Progress
 from grand_engine.grandf.reader import image_info, iter_rows, read_unit, require_units
 from grand_engine.io.store import OutputStore
 
@@ -23,33 +22,33 @@ __all__ = ["ExportReport", "export", "resolve_dest"]
 
 
 class _Rows:
-    """Rows of a stage over its done units, with a per-unit progress bar and the image rows joined."""
+    """Rows of a stage over its done units, with the image rows joined; one unit file is read at a time."""
 
-    def __init__(self, store: OutputStore, stage: str, hint: str, progress: bool, max_images: int | None) -> None:
+    def __init__(self, store: OutputStore, stage: str, hint: str, max_images: int | None) -> None:
         self.store = store
         self.stage = stage
-        self.units = require_units(store, stage, hint)
-        self.progress = progress
+        self.records = require_units(store, stage, hint)
+        self.units = list(self.records)
         self.max_images = max_images
+
+    @property
+    def total(self) -> int:
+        """Rows that will be read (the units' row counts from their manifest records, capped by ``max_images``)."""
+        rows = sum(r.rows for r in self.records.values())
+        return rows if self.max_images is None else min(rows, self.max_images)
 
     def __iter__(self) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         seen = 0
-        bar = tqdm(total=len(self.units), unit="unit", desc=f"export {self.stage}", disable=not self.progress)
-        try:
-            for unit_id in self.units:
+        for unit_id in self.units:
+            if self.max_images is not None and seen >= self.max_images:
+                return
+            table = read_unit(self.store, self.stage, unit_id)
+            images = image_info(self.store, unit_id)
+            for row in iter_rows(table):
                 if self.max_images is not None and seen >= self.max_images:
                     return
-                table = read_unit(self.store, self.stage, unit_id)
-                images = image_info(self.store, unit_id)
-                for row in iter_rows(table):
-                    if self.max_images is not None and seen >= self.max_images:
-                        return
-                    seen += 1
-                    image = images.get(row["image_id"]) or {}
-                    yield row, image
-                bar.update(1)
-        finally:
-            bar.close()
+                seen += 1
+                yield row, images.get(row["image_id"]) or {}
 
 
 def _file_name(row: dict[str, Any], image: dict[str, Any]) -> str:
@@ -95,6 +94,8 @@ def export(
 ) -> ExportReport:
     """Write format ``fmt`` of output ``out`` to ``dest`` and return what was written (see the module docstring).
 
+    ``progress`` shows the images exported on stderr (:class:`~grand_engine.grandf.progress.Progress`).
+
     ``level`` picks the annotation table (3 or 4) of the formats that read one (``grand``, ``coco``, ``refseg``,
     ``caption-grounding``); ``include_floating`` adds floating objects to ``coco`` and ``refseg``.
     Raises :class:`~grand_engine.grandf.reader.MissingStageError` when the needed table has no completed unit.
@@ -110,12 +111,14 @@ def export(
     report = ExportReport(format=fmt, dest=str(dest))
     start = time.perf_counter()
     format_ = cls(ExportOptions(level=level, layout=layout, include_floating=include_floating), report)
-    rows = _Rows(store, format_.stage(), format_.missing_hint(), progress, max_images)
+    rows = _Rows(store, format_.stage(), format_.missing_hint(), max_images)
     report.units = len(rows.units)
     writer = format_.open(dest)
     try:
-        for row, image in rows:
-            _export_row(format_, writer, row, image)
+        with Progress(rows.total, f"export {fmt}", "image", enabled=progress) as bar:
+            for row, image in rows:
+                _export_row(format_, writer, row, image)
+                bar.update(1, records=report.records)
     except BaseException:
         writer.abort()
         raise

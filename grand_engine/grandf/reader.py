@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from grand_engine.io.store import OutputStore
-from grand_engine.runtime.manifests import data_path, iter_records
+from grand_engine.runtime.manifests import StageRecord, data_path, iter_records
 
 BATCH_ROWS = 32
 """Rows converted to Python at a time (a level-4 row with its masks is tens of KB)."""
@@ -22,19 +22,25 @@ class MissingStageError(LookupError):
     """The output has no completed unit of a stage an export or the explorer needs."""
 
 
+def done_records(store: OutputStore, stage: str) -> dict[str, StageRecord]:
+    """The ``done`` manifest records of ``stage`` by unit id, in unit order (``rows``: the unit's table rows)."""
+    records = {r.unit_id: r for r in iter_records(store, stage) if r.status == "done"}
+    return dict(sorted(records.items()))
+
+
 def done_units(store: OutputStore, stage: str) -> list[str]:
     """Sorted ids of the units whose ``stage`` record is ``done``."""
-    return sorted({r.unit_id for r in iter_records(store, stage) if r.status == "done"})
+    return list(done_records(store, stage))
 
 
-def require_units(store: OutputStore, stage: str, hint: str = "") -> list[str]:
-    """:func:`done_units`, raising :class:`MissingStageError` naming the stage when there are none."""
-    units = done_units(store, stage)
-    if not units:
+def require_units(store: OutputStore, stage: str, hint: str = "") -> dict[str, StageRecord]:
+    """:func:`done_records`, raising :class:`MissingStageError` naming the stage when there are none."""
+    records = done_records(store, stage)
+    if not records:
         raise MissingStageError(
             f"{store.uri} has no completed unit of stage {stage!r}" + (f"; {hint}" if hint else "")
         )
-    return units
+    return records
 
 
 def read_unit(store: OutputStore, stage: str, unit_id: str, columns: Sequence[str] | None = None) -> pa.Table:

@@ -165,3 +165,19 @@ def test_show_command(demo_out, tmp_path, capsys):
     assert "overlay of sa_2" in capsys.readouterr().out
     assert cmd_show(parser.parse_args(["show", str(demo_out)])) == 2
     assert cmd_show(parser.parse_args(["show", str(tmp_path / "empty"), "--html", str(tmp_path / "h")])) == 2
+
+
+PROGRESS_LINE = r"explorer: (\d+)/5 images \(\d+%\), [\d.]+ images/s, \d\d:\d\d elapsed(, ETA \d\d:\d\d)?"
+
+
+def test_show_progress_on_a_non_terminal(demo_out, tmp_path, capsys):
+    """stderr is not a terminal under pytest: lines, not a bar; the last one says all 5 pages are written."""
+    parser = argparse.ArgumentParser()
+    add_show_parser(parser.add_subparsers(dest="command"))
+    assert cmd_show(parser.parse_args(["show", str(demo_out), "--html", str(tmp_path / "site")])) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(re.fullmatch(PROGRESS_LINE, line) for line in lines) and "\r" not in "".join(lines)
+    assert lines[-1].startswith("explorer: 5/5 images (100%)") and "ETA" not in lines[-1]
+
+    assert cmd_show(parser.parse_args(["show", str(demo_out), "--html", str(tmp_path / "s2"), "--no-progress"])) == 0
+    assert capsys.readouterr().err == ""

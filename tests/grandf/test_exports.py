@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import numpy as np
 import pytest
@@ -333,6 +334,22 @@ def test_missing_stage_and_cli(run_out, tmp_path, capsys):
     args = parser.parse_args(["export", str(run_out), str(dest_dir), "--format", "grand", "--level", "3"])
     assert cmd_export(args) == 2
     assert "no completed unit of stage 'level3'" in capsys.readouterr().err
+
+
+def test_export_progress_on_a_non_terminal(run_out, tmp_path, capsys):
+    """stderr is not a terminal under pytest: one line at the end (the export is shorter than an interval)."""
+    parser = argparse.ArgumentParser()
+    add_export_parser(parser.add_subparsers(dest="command"))
+    assert cmd_export(parser.parse_args(["export", str(run_out), str(tmp_path / "g.json"), "--format", "grandf"])) == 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(r"export grandf: 3/3 images \(100%\), [\d.]+ images/s, \d\d:\d\d elapsed, records 1", line)
+
+    args = ["export", str(run_out), str(tmp_path / "g.json"), "--format", "grandf", "--no-progress"]
+    assert cmd_export(parser.parse_args(args)) == 0
+    assert capsys.readouterr().err == ""
+    args = ["export", str(run_out), str(tmp_path / "g.json"), "--format", "grandf", "--max-images", "2"]
+    assert cmd_export(parser.parse_args(args)) == 0
+    assert capsys.readouterr().err.startswith("export grandf: 2/2 images (100%)")  # the total is capped
 
 
 def test_max_images_and_streaming_reads(run_out, tmp_path, monkeypatch):
