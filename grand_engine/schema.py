@@ -9,6 +9,8 @@ Conventions (one for the whole project):
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 
 BOX = pa.list_(pa.float32(), 4)
@@ -20,12 +22,31 @@ RLE = pa.struct([("size", pa.list_(pa.int32(), 2)), ("counts", pa.string())])
 IMAGE_ID = pa.field("image_id", pa.string(), nullable=False)
 
 
-def table_schema(*fields: pa.Field | tuple[str, pa.DataType], version: str = "1") -> pa.Schema:
-    """A stage schema: ``image_id`` first, then ``fields``; the schema version goes into the metadata."""
+def table_schema(
+    *fields: pa.Field | tuple[str, pa.DataType], version: str = "1", pandas_strings: bool = False
+) -> pa.Schema:
+    """A stage schema: ``image_id`` first, then ``fields``; the schema version goes into the metadata.
+
+    With ``pandas_strings`` the metadata also tells pandas to read the string columns as its nullable ``string``
+    dtype: pandas 3 otherwise reads them as ``str``, whose missing value is NaN (a float) where pyarrow, DuckDB
+    and polars give null; with it a missing value is ``<NA>``. Other readers ignore this metadata.
+    """
     out = [IMAGE_ID]
     for f in fields:
         out.append(f if isinstance(f, pa.Field) else pa.field(f[0], f[1]))
-    return pa.schema(out, metadata={b"grand_engine.schema_version": version.encode()})
+    metadata = {b"grand_engine.schema_version": version.encode()}
+    if pandas_strings:
+        metadata[b"pandas"] = _pandas_string_metadata([f for f in out if pa.types.is_string(f.type)])
+    return pa.schema(out, metadata=metadata)
+
+
+def _pandas_string_metadata(fields: list[pa.Field]) -> bytes:
+    """The ``pandas`` schema metadata naming ``fields`` as pandas ``string`` columns (no index)."""
+    columns = [
+        {"name": f.name, "field_name": f.name, "pandas_type": "unicode", "numpy_type": "string", "metadata": None}
+        for f in fields
+    ]
+    return json.dumps({"index_columns": [], "column_indexes": [], "columns": columns}).encode()
 
 
 DETECTIONS_FIELDS = (

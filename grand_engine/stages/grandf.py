@@ -80,6 +80,7 @@ GRANDF_SCHEMA = table_schema(
     ("verification_status", pa.string()),  # the dense caption's verification status (null without a caption)
     ("skip_reason", pa.string()),  # null for a usable GCG record
     ("short_captions", pa.list_(SHORT_GCG)),  # the short-caption variant, one entry per short caption
+    pandas_strings=True,  # pandas reads a null skip_reason as <NA> (nullable string), not NaN
 )
 """The ``grandf`` table."""
 

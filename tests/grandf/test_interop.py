@@ -77,3 +77,28 @@ def test_hf_datasets(out, tmp_path):
     row = ds.filter(lambda r: r["image_id"] == "sa_1")[0]
     assert row["objects"][0]["label"] == "dog" and row["objects"][0]["bbox"] == [0.0, 0.0, 10.0, 10.0]
     assert row["dense_caption"]["caption"].startswith("A brown dog")
+
+
+def test_pandas_reads_a_missing_skip_reason_as_a_nullable_string(tmp_path):
+    """A usable GCG record has a null skip_reason: pandas shows <NA> in a ``string`` column, pyarrow None."""
+    pd = pytest.importorskip("pandas")
+    import pyarrow.parquet as pq
+
+    from grand_engine.runtime.stage import UnitInput
+    from grand_engine.stages.grandf import GrandF
+
+    rows = [scene_row("sa_1"), level4_row("sa_2", W, H)]  # verified dense caption; no dense caption at all
+    images = images_table([{"image_id": r["image_id"], "width": W, "height": H} for r in rows])
+    grandf = GrandF.configure().process(UnitInput("u", images, {"level4": level4_table(rows), "images": images}))
+    write_output(tmp_path / "out", {"sa_000000/00000": {"grandf": grandf.table}})
+    path = tmp_path / "out" / "grandf" / "sa_000000" / "00000.parquet"
+
+    assert pq.read_table(path).column("skip_reason").to_pylist() == [None, "no_dense_caption"]
+    df = pd.read_parquet(path)
+    assert df["skip_reason"].dtype == pd.StringDtype() and df["skip_reason"].dtype.na_value is pd.NA
+    assert df["skip_reason"].isna().tolist() == [True, False] and df["skip_reason"][0] is pd.NA
+    assert df["skip_reason"][1] == "no_dense_caption"
+    assert df["caption"].dtype == pd.StringDtype() and df["caption"][1] is pd.NA  # the other string columns too
+    assert df.loc[df["skip_reason"].isna(), "image_id"].tolist() == [
+        "sa_1"
+    ]  # the rows `export --format grandf` writes
