@@ -23,14 +23,21 @@ def _all_stage_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(grand_engine.stages.__path__))
 
 
-def test_the_stages_package_registers_every_stage_module():
-    """`grand_engine.stages` must import every stage module, or a manifest cannot name its stages."""
-    import grand_engine.stages
+def test_every_stage_class_is_declared_as_an_entry_point():
+    """A stage class the package defines but does not declare in pyproject.toml cannot be named by a manifest."""
+    import tomllib
 
-    source = Path(grand_engine.stages.__file__).read_text()
-    imported = set(re.findall(r"\b([a-z0-9_]+)\b", source.split("import", 2)[-1]))
-    helpers = {"llm_common"}  # shared code, no stage of its own
-    assert [m for m in _all_stage_modules() if m not in imported and m not in helpers] == []
+    from grand_engine.runtime.stage import STAGES
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["grand_engine.stages"]
+    for module in _all_stage_modules():
+        importlib.import_module(f"grand_engine.stages.{module}")
+    defined = {
+        name: f"{cls.__module__}:{cls.__qualname__}"
+        for name, cls in STAGES.all().items()
+        if cls.__module__.startswith("grand_engine.stages.")
+    }
+    assert declared == defined
 
 
 def test_every_stage_column_is_documented():

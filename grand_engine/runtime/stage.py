@@ -1,21 +1,24 @@
 """The stage contract.
 
-A stage is a small dataclass-like class: its dataclass fields are its parameters (each with the
-reference's default), ``setup()`` loads whatever it needs once per worker, and ``process()`` maps one
-work unit's image table plus its upstream tables to its own table, one row per image keyed by
-``image_id``. Stages never import Ray; the backends in :mod:`grand_engine.runtime` call them.
+A stage is a small dataclass-like class: its dataclass fields are its parameters (each with the reference's
+default), ``setup()`` loads whatever it needs once per worker, and the base class's ``process()`` maps one work
+unit's image table plus its upstream tables to the stage's own table, one row per image keyed by ``image_id``,
+by calling the one method the stage implements (``process_image``, ``process_batch`` or ``process_unit``, as its
+``batching`` declares). Stages never import Ray; the backends in :mod:`grand_engine.runtime` call them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
+
+from grand_engine.registry import STAGE_GROUP, Registry
+from grand_engine.resources import resource_dir
 
 
 @dataclass(frozen=True)
@@ -130,14 +133,57 @@ class UnitInput:
         return self._annotation_loader(self.image_row(image_id))
 
 
-_REGISTRY: dict[str, type[Stage]] = {}
+Row = dict[str, Any]
+"""One output row of a stage: column name → value, ``image_id`` included."""
+
+Batching = Literal["image", "batch"]
+
+COLLABORATOR = "grand_engine.collaborator"
+"""Metadata key of dataclass fields that hold collaborators (loaded models, helpers), not parameters."""
+
+
+def collaborator(default: Any = None) -> Any:
+    """A stage field for a collaborator: a loaded model or helper object that ``setup()`` builds when the caller
+    did not hand one in (``DenseCaption(llm=my_llm)`` in a test). Collaborators are not parameters: the manifest
+    cannot set them, and they are not part of the stage's fingerprint."""
+    return field(default=default, repr=False, compare=False, metadata={COLLABORATOR: True})
+
+
+class InvariantViolation(ValueError):
+    """A row a stage built breaks an invariant of its table (see :meth:`Stage.require_valid`)."""
+
+
+def _check_stage_class(name: str, obj: Any) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, Stage)):
+        raise TypeError(f"{obj!r} is not a subclass of grand_engine.Stage")
+    if obj.name != name:
+        raise TypeError(f"the class {obj.__qualname__} is named {obj.name!r}, but its entry point is {name!r}")
+
+
+STAGES: Registry[type[Stage]] = Registry("stage", STAGE_GROUP, check=_check_stage_class)
+"""Every stage class by name: classes register themselves when defined; packages add theirs through the
+``grand_engine.stages`` entry-point group (loaded on first lookup)."""
 
 
 class Stage:
     """Base class of every pipeline stage.
 
-    Subclasses are ``@dataclass`` classes whose fields are the stage's parameters and set the class
-    attributes below. Concrete subclasses with a ``name`` register themselves by that name.
+    Subclasses are ``@dataclass`` classes whose fields are the stage's parameters and set the class attributes
+    below. A concrete subclass with a ``name`` registers itself by that name in :data:`STAGES`.
+
+    The base owns the loop over a unit. A stage declares how it works through ``batching`` and implements one
+    method:
+
+    * ``"image"`` (default): :meth:`process_image` returns one image's row (or an :class:`ErrorRecord`);
+    * ``"batch"``: :meth:`process_batch` returns one row or :class:`ErrorRecord` per image of a batch of
+      ``resources.batch_size`` images (one model call per batch); a batch that raises is retried image by image,
+      so an exception costs that image only.
+
+    A stage whose work spans the whole unit (the ``images`` root stage, which turns shard members into images)
+    overrides :meth:`process_unit` instead.
+
+    An exception on one image becomes that image's error row; for stages with models its message names the stage,
+    the model slots and the image size.
     """
 
     name: ClassVar[str] = ""
@@ -145,6 +191,7 @@ class Stage:
     level: ClassVar[int | None] = None
     version: ClassVar[str] = "1"
     schema: ClassVar[pa.Schema]
+    batching: ClassVar[Batching] = "image"
     needs_pixels: ClassVar[bool] = False
     needs_annotations: ClassVar[bool] = False
     model_slots: ClassVar[tuple[str, ...]] = ()
@@ -157,12 +204,22 @@ class Stage:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
-            _REGISTRY[cls.name] = cls
+            STAGES.register(cls.name, cls)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def param_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+        """The stage's parameters: its dataclass fields that are not collaborators."""
+        if not dataclasses.is_dataclass(cls):
+            return []
+        return [f.name for f in dataclasses.fields(cls) if not f.metadata.get(COLLABORATOR)]
+
+    @classmethod
+    def collaborator_names(cls) -> list[str]:
+        """The stage's collaborator fields (see :func:`collaborator`)."""
+        if not dataclasses.is_dataclass(cls):
+            return []
+        return [f.name for f in dataclasses.fields(cls) if f.metadata.get(COLLABORATOR)]
 
     @classmethod
     def configure(
@@ -170,9 +227,20 @@ class Stage:
         params: dict[str, Any] | None = None,
         models: dict[str, Any] | None = None,
         resources: dict[str, Any] | None = None,
+        **collaborators: Any,
     ) -> Stage:
-        """Build a configured instance; unknown parameter or model-slot names raise ``ValueError``."""
+        """Build a configured instance; unknown parameter, model-slot or collaborator names raise ``ValueError``.
+
+        ``collaborators`` hand in objects ``setup()`` would otherwise build (``DenseCaption.configure(llm=my_llm)``).
+        """
         params = dict(params or {})
+        known = cls.collaborator_names()
+        unknown_collaborators = sorted(set(collaborators) - set(known))
+        if unknown_collaborators:
+            raise ValueError(
+                f"stage {cls.name!r} has no collaborator {', '.join(map(repr, unknown_collaborators))}; "
+                f"its collaborators: {', '.join(known) or '(none)'}"
+            )
         unknown = sorted(set(params) - set(cls.param_names()))
         if unknown:
             raise ValueError(
@@ -186,7 +254,7 @@ class Stage:
                 f"stage {cls.name!r} has no model slot {', '.join(map(repr, bad_slots))}; "
                 f"its slots: {', '.join(cls.model_slots) or '(none)'}"
             )
-        stage = cls(**params)
+        stage = cls(**params, **collaborators)
         stage.models = models
         stage.resources = cls.default_resources.merged(resources)
         return stage
@@ -199,8 +267,6 @@ class Stage:
     def prompt_files(self) -> list[str]:
         """Prompt files (names under ``prompts/``) this configured stage reads; their contents are part of its
         fingerprint, so editing a prompt reruns the stage. By default: every parameter naming such a file."""
-        from grand_engine.resources import resource_dir
-
         folder = resource_dir("prompts")
         names = {v for v in self.params().values() if isinstance(v, str) and v.endswith((".txt", ".json"))}
         return sorted(n for n in names if "/" not in n and (folder / n).is_file())
@@ -213,84 +279,127 @@ class Stage:
     def setup(self) -> None:
         """Load models and other per-worker state. Called once before the first ``process``."""
 
+    def load_model(self, slot: str, required: bool = True) -> Any:
+        """The loaded adapter of model ``slot`` (``None`` for an optional slot the manifest leaves empty)."""
+        from grand_engine.models.base import load_adapter  # deferred: the model layer imports torch
+
+        spec = self.models.get(slot)
+        if spec is None:
+            if required:
+                raise ValueError(f"stage {self.name!r} needs a model in its {slot!r} slot")
+            return None
+        return load_adapter(spec, gpus=self.resources.gpus)
+
     def process(self, unit: UnitInput) -> StageResult:
-        """Map one unit to this stage's table."""
-        raise NotImplementedError
+        """Map one unit to this stage's table and error rows: what the backends call. Do not override it; override
+        :meth:`process_unit` only for work that spans the unit."""
+        return self.process_unit(unit)
+
+    def process_unit(self, unit: UnitInput) -> StageResult:
+        """The unit's result: by default the loop ``batching`` selects over :meth:`process_image` or
+        :meth:`process_batch`. A stage whose work spans the unit (the ``images`` root stage) overrides this, and
+        may call ``super().process_unit(unit)`` for the per-image loop."""
+        rows: list[Row] = []
+        errors: list[ErrorRecord] = []
+        if self.batching == "image":
+            for image_id in unit.image_ids:
+                try:
+                    self._collect(self.process_image(unit, image_id), rows, errors)
+                except Exception as exc:  # noqa: BLE001 - per-image isolation is the point
+                    errors.append(self.image_error(unit, image_id, exc))
+        elif self.batching == "batch":
+            self._run_batches(unit, rows, errors)
+        else:
+            raise ValueError(f"stage {self.name!r} has an unknown batching {self.batching!r}; use 'image' or 'batch'")
+        return StageResult(self.to_table(rows), errors)
+
+    def process_image(self, unit: UnitInput, image_id: str) -> Row | ErrorRecord:
+        """One image's row, or an :class:`ErrorRecord` for it (``batching = "image"``)."""
+        raise NotImplementedError(f"stage {self.name!r} implements neither process_image nor process_unit")
+
+    def process_batch(self, unit: UnitInput, image_ids: list[str]) -> Sequence[Row | ErrorRecord]:
+        """One row or :class:`ErrorRecord` per image, in order (``batching = "batch"``)."""
+        raise NotImplementedError(f"stage {self.name!r} declares batching 'batch' but implements no process_batch")
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _run_batches(self, unit: UnitInput, rows: list[Row], errors: list[ErrorRecord]) -> None:
+        size = max(1, self.resources.batch_size)
+        ids = unit.image_ids
+        for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
+            try:
+                outs = self._call_batch(unit, chunk)
+            except Exception as exc:  # noqa: BLE001 - a failing batch is retried image by image
+                if len(chunk) == 1:
+                    errors.append(self.image_error(unit, chunk[0], exc))
+                    continue
+                outs = []
+                for image_id in chunk:
+                    try:
+                        outs.extend(self._call_batch(unit, [image_id]))
+                    except Exception as inner:  # noqa: BLE001
+                        outs.append(self.image_error(unit, image_id, inner))
+            for out in outs:
+                self._collect(out, rows, errors)
+
+    def _call_batch(self, unit: UnitInput, chunk: list[str]) -> list[Row | ErrorRecord]:
+        outs = list(self.process_batch(unit, chunk))
+        if len(outs) != len(chunk):
+            raise RuntimeError(f"process_batch returned {len(outs)} results for {len(chunk)} images")
+        return outs
+
+    @staticmethod
+    def _collect(out: Row | ErrorRecord, rows: list[Row], errors: list[ErrorRecord]) -> None:
+        if isinstance(out, ErrorRecord):
+            errors.append(out)
+        else:
+            rows.append(out)
+
+    def image_error(self, unit: UnitInput, image_id: str, exc: BaseException) -> ErrorRecord:
+        """The error row of an exception raised for one image. For a stage with models, the message also names the
+        stage, its model slots and the image size, so a framework's message ("shape [1, 1, 160, 512] doesn't
+        match …") can be traced to its input."""
+        record = ErrorRecord.from_exception(image_id, exc)
+        if not self.model_slots:
+            return record
+        slots = ", ".join(f"{slot}={getattr(self.models.get(slot), 'id', '-')}" for slot in self.model_slots)
+        context = f"stage {self.name}, models {slots}"
+        try:
+            row = unit.image_row(image_id)
+            if row.get("width") is not None and row.get("height") is not None:
+                context += f", image {row['width']}x{row['height']}"
+        except KeyError:
+            pass
+        return ErrorRecord(image_id, record.error_type, f"{record.message} [{context}]")
 
     # -- helpers for subclasses ---------------------------------------------------------------
     def empty_table(self) -> pa.Table:
         return self.schema.empty_table()
 
-    def to_table(self, rows: Sequence[dict[str, Any]]) -> pa.Table:
+    def to_table(self, rows: Sequence[Row]) -> pa.Table:
         """Build this stage's table from row dicts (columns missing from a row become null)."""
         return pa.Table.from_pylist(list(rows), schema=self.schema)
 
-    def per_image(self, unit: UnitInput, fn: Callable[[str], dict[str, Any]]) -> StageResult:
-        """Run ``fn(image_id) -> row`` for every image; an exception becomes that image's error row."""
-        rows: list[dict[str, Any]] = []
-        errors: list[ErrorRecord] = []
-        for image_id in unit.image_ids:
-            try:
-                rows.append(fn(image_id))
-            except Exception as exc:  # noqa: BLE001 - per-image isolation is the point
-                errors.append(ErrorRecord.from_exception(image_id, exc))
-        return StageResult(self.to_table(rows), errors)
+    def require_valid(self, row: Row, level: int, what: str | None = None) -> Row:
+        """``row`` unchanged when it keeps every invariant of an annotation at ``level``
+        (:func:`grand_engine.validate.validate_annotation`), else :class:`InvariantViolation` listing them."""
+        from grand_engine.validate import validate_annotation  # deferred: validate imports the mask layer
 
-    def batched(
-        self,
-        unit: UnitInput,
-        fn: Callable[[list[str]], list[dict[str, Any]]],
-        batch_size: int | None = None,
-    ) -> StageResult:
-        """Run ``fn(image_ids) -> rows`` over batches; a failing batch is retried image by image.
-
-        A model error on one image therefore costs that image only, never the batch or the unit.
-        """
-        size = max(1, batch_size or self.resources.batch_size)
-        ids = unit.image_ids
-        rows: list[dict[str, Any]] = []
-        errors: list[ErrorRecord] = []
-        for start in range(0, len(ids), size):
-            chunk = ids[start : start + size]
-            try:
-                out = fn(chunk)
-                if len(out) != len(chunk):
-                    raise RuntimeError(f"batch function returned {len(out)} rows for {len(chunk)} images")
-                rows.extend(out)
-            except Exception:  # noqa: BLE001
-                if len(chunk) == 1:
-                    errors.append(_error_from_current(chunk[0]))
-                    continue
-                for image_id in chunk:
-                    try:
-                        rows.extend(fn([image_id]))
-                    except Exception:  # noqa: BLE001
-                        errors.append(_error_from_current(image_id))
-        return StageResult(self.to_table(rows), errors)
-
-
-def _error_from_current(image_id: str) -> ErrorRecord:
-    import sys
-
-    exc = sys.exc_info()[1]
-    assert exc is not None
-    return ErrorRecord.from_exception(image_id, exc)
+        problems = validate_annotation(row, level)
+        if problems:
+            subject = what or f"the {self.name} row of {row.get('image_id')!r}"
+            raise InvariantViolation(f"invariants broken by {subject}: " + "; ".join(problems))
+        return row
 
 
 def get_stage_class(name: str) -> type[Stage]:
-    """Look up a registered stage class by name, importing the built-in stages first."""
-    import grand_engine.stages  # noqa: F401  (registers the built-in stages)
-
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(sorted(_REGISTRY))}") from None
+    """The stage class registered as ``name`` (built-in or from a plugin package)."""
+    return STAGES.get(name)
 
 
 def registered_stages() -> dict[str, type[Stage]]:
-    import grand_engine.stages  # noqa: F401
-
-    return dict(_REGISTRY)
+    """Every stage class by name (imports every declared stage module)."""
+    return STAGES.all()
 
 
 def topological_order(graph: dict[str, Iterable[str]]) -> list[str]:
@@ -322,7 +431,3 @@ def topological_order(graph: dict[str, Iterable[str]]) -> list[str]:
     for name in sorted(deps):
         visit(name, [])
     return order
-
-
-def format_traceback(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

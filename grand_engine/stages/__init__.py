@@ -1,30 +1,6 @@
-"""Built-in stages. Importing this package registers every stage by name."""
+"""Built-in stages, one module per stage slot.
 
-from grand_engine.stages import (  # noqa: F401
-    captions,
-    dense_caption,
-    depth,
-    detectors,
-    extra_context,
-    grandf,
-    ground_captions,
-    ground_phrases,
-    images,
-    label_assign,
-    landmark,
-    level1,
-    level2,
-    level3,
-    level4,
-    link_phrases,
-    masks,
-    object_depth,
-    region_attributes,
-    region_captions,
-    sa1b,
-    sam_classify,
-    sam_masks,
-    scene_graph,
-    tagging,
-    verify,
-)
+Each stage is declared in the ``grand_engine.stages`` entry-point group of this package's ``pyproject.toml``, so
+the registry (:data:`grand_engine.runtime.stage.STAGES`) imports a stage's module only when a pipeline uses it;
+a plugin package declares its stages the same way.
+"""

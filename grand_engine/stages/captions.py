@@ -25,9 +25,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from grand_engine.models.base import load_adapter
 from grand_engine.resources import prompt_file
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import table_schema
 
 CAPTION_SCHEMA = table_schema(
@@ -75,13 +74,15 @@ class _CaptionStage(Stage):
     requires: ClassVar[tuple[str, ...]] = ("images",)
     level: ClassVar[int | None] = 2
     schema: ClassVar[pa.Schema] = CAPTION_SCHEMA
+    batching: ClassVar[Batching] = "batch"
     needs_pixels: ClassVar[bool] = True
     model_slots: ClassVar[tuple[str, ...]] = ("vlm",)
 
+    vlm: Any = collaborator()  # the captioning VLM adapter; loaded from the `vlm` slot when None
+
     def setup(self) -> None:
-        if "vlm" not in self.models:
-            raise ValueError(f"stage {self.name!r} needs a model in its 'vlm' slot")
-        self.vlm = load_adapter(self.models["vlm"], gpus=self.resources.gpus)
+        if self.vlm is None:
+            self.vlm = self.load_model("vlm")
         self.prompt_text = self._prompt_text()
 
     def _prompt_text(self) -> str:
@@ -93,10 +94,7 @@ class _CaptionStage(Stage):
     def _generation_kwargs(self, image_ids: list[str]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.batched(unit, lambda ids: self.caption_images(unit, ids))
-
-    def caption_images(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
+    def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
         """Caption rows for ``image_ids`` (one ``generate`` call for the batch)."""
         images = [self._prepare(unit.pixels(i)) for i in image_ids]
         generations = self.vlm.generate(images, self.prompt_text, **self._generation_kwargs(image_ids))

@@ -31,8 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from grand_engine.models.base import load_adapter
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import table_schema
 
 DEPTH_SCHEMA = table_schema(
@@ -170,25 +169,24 @@ class DepthStage(Stage):
     level: ClassVar[int | None] = 1
     version: ClassVar[str] = "1"
     schema: ClassVar[pa.Schema] = DEPTH_SCHEMA
+    batching: ClassVar[Batching] = "batch"
     needs_pixels: ClassVar[bool] = True
     model_slots: ClassVar[tuple[str, ...]] = ("depth",)
     default_resources: ClassVar[Resources] = Resources(gpus=0.25, cpus=1.0, batch_size=8)
 
     long_side: int = 512  # stored map's long side; step 2 predicted at 512×512 and stored at full size as JPEG
 
+    model: Any = collaborator()  # the depth adapter; loaded from the `depth` slot when None
+
     def __post_init__(self) -> None:
         if isinstance(self.long_side, bool) or not isinstance(self.long_side, int) or self.long_side < 1:
             raise ValueError(f"depth: long_side must be a positive integer, got {self.long_side!r}")
 
     def setup(self) -> None:
-        if "depth" not in self.models:
-            raise ValueError("stage 'depth' needs a model in its 'depth' slot")
-        self.model = load_adapter(self.models["depth"], gpus=self.resources.gpus)
+        if self.model is None:
+            self.model = self.load_model("depth")
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.batched(unit, lambda ids: self.predict(unit, ids))
-
-    def predict(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
+    def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
         """Rows for ``image_ids``; images are grouped by stored long side (never above the image's own)."""
         images = [unit.pixels(i) for i in image_ids]
         groups: dict[int, list[int]] = defaultdict(list)

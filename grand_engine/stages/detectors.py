@@ -36,8 +36,7 @@ import pyarrow as pa
 
 from grand_engine.geometry import clip_boxes, order_corners
 from grand_engine.labels import normalise_label, read_category_file
-from grand_engine.models.base import load_adapter
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import DETECTIONS_FIELDS, table_schema
 
 DETECTIONS_SCHEMA = table_schema(*DETECTIONS_FIELDS, version="1")
@@ -105,6 +104,7 @@ class _DetectorStage(Stage):
     level: ClassVar[int | None] = 1
     version: ClassVar[str] = "1"
     schema: ClassVar[pa.Schema] = DETECTIONS_SCHEMA
+    batching: ClassVar[Batching] = "batch"
     needs_pixels: ClassVar[bool] = True
     model_slots: ClassVar[tuple[str, ...]] = ("detector",)
     default_resources: ClassVar[Resources] = Resources(gpus=0.25, cpus=1.0, batch_size=8)
@@ -112,6 +112,8 @@ class _DetectorStage(Stage):
 
     threshold: float = 0.05
     max_detections: int = 0
+
+    detector: Any = collaborator()  # the detector adapter; loaded from the `detector` slot when None
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
@@ -123,18 +125,14 @@ class _DetectorStage(Stage):
             raise ValueError(f"{self.name}: max_detections must be an integer >= 0, got {md!r}")
 
     def setup(self) -> None:
-        if "detector" not in self.models:
-            raise ValueError(f"stage {self.name!r} needs a model in its 'detector' slot")
-        self.detector = load_adapter(self.models["detector"], gpus=self.resources.gpus)
+        if self.detector is None:
+            self.detector = self.load_model("detector")
         self.prepare()
 
     def prepare(self) -> None:
         """Per-worker preparation after the model is loaded."""
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.batched(unit, lambda ids: self.detect(unit, ids))
-
-    def detect(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
+    def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
         """Rows for ``image_ids`` (one detector call for the batch)."""
         images = [unit.pixels(i) for i in image_ids]
         results = self.run_model(unit, image_ids, images)

@@ -34,20 +34,15 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from grand_engine.runtime.stage import ErrorRecord, Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import ErrorRecord, Resources, UnitInput
 from grand_engine.schema import table_schema
 from grand_engine.stages.llm_common import (
     EXAMPLES_FILE,
     Conversation,
-    GenerationSettings,
-    example_markers,
-    generate,
+    LLMStage,
     generation_error,
     in_context_examples,
-    load_slot,
     render_prompt,
-    run_batches,
-    stable_seed,
     user_turn,
 )
 
@@ -120,54 +115,28 @@ def extra_context_conversation(objects_text: str, max_objects: int = 30) -> Conv
 
 
 @dataclass
-class ExtraContext(Stage):
+class ExtraContext(LLMStage):
     """Level-4 additional context (usage, history, dangers) from the object list and landmark (spec §5)."""
 
     name: ClassVar[str] = "extra_context"
     requires: ClassVar[tuple[str, ...]] = ("level2",)
     level: ClassVar[int | None] = 4
     schema: ClassVar[pa.Schema] = EXTRA_CONTEXT_SCHEMA
-    model_slots: ClassVar[tuple[str, ...]] = ("llm",)
     default_resources: ClassVar[Resources] = Resources(cpus=1.0, batch_size=32)  # §5: 32 prompts per call
+    prompts: ClassVar[tuple[str, ...]] = (PROMPT, EXAMPLE_PROMPT, EXAMPLES_FILE)
+    example_prompt: ClassVar[str] = EXAMPLE_PROMPT
 
-    max_objects: int = 30  # §5: at most 30 objects, attributed ones first
-    temperature: float = 0.7  # §5 = §4.3: temperature 0.7
-    top_p: float = 0.95  # §4.3: top-p 0.95
-    max_tokens: int = 512  # §4.3: max_tokens 512
-    retry_max_tokens: int = 1024  # §14.23 fix: a cut completion is retried once with twice the limit
     max_sentences: int | None = 14  # new: twice the 7 sentences §5 asks for; longer text is cut (null: never)
-    accept_truncated: bool = False  # new: keep a completion cut twice (finish_reason "length") instead of an error
-    single_paragraph: bool = True  # new: drop what follows the first blank line after a complete sentence
-    seed: int = 0  # §14.24: the run seed (the pipeline passes manifest.seed); see llm_common.stable_seed
+    max_objects: int = 30  # §5: at most 30 objects, attributed ones first
 
     def __post_init__(self) -> None:
         if self.max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {self.max_objects}")
-        self.settings()
-
-    def settings(self) -> GenerationSettings:
-        return GenerationSettings(
-            max_tokens=self.max_tokens,
-            retry_max_tokens=self.retry_max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_sentences=self.max_sentences,
-            accept_truncated=self.accept_truncated,
-            single_paragraph=self.single_paragraph,
-            stop_lines=example_markers(EXAMPLE_PROMPT),
-        )
-
-    def prompt_files(self) -> list[str]:
-        """The prompt files this stage reads (their contents are part of its fingerprint)."""
-        return sorted({PROMPT, EXAMPLE_PROMPT, EXAMPLES_FILE})
+        super().__post_init__()
 
     def setup(self) -> None:
-        if getattr(self, "llm", None) is None:  # a test may hand in its own LLM
-            self.llm = load_slot(self, "llm")
-        level4_examples(self.max_objects)
-
-    def process(self, unit: UnitInput) -> StageResult:
-        return run_batches(self, unit, lambda ids: self.process_batch(unit, ids))
+        super().setup()
+        level4_examples(self.max_objects)  # fail at setup, not per batch, when the prompt files are broken
 
     def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any] | ErrorRecord]:
         out: list[dict[str, Any] | ErrorRecord | None] = [None] * len(image_ids)
@@ -182,8 +151,8 @@ class ExtraContext(Stage):
                 continue
             todo.append(k)
             conversations.append(extra_context_conversation(text, self.max_objects))
-            seeds.append(stable_seed(self.seed, image_id, self.name))
-        for k, gen in zip(todo, generate(self.llm, conversations, seeds, self.settings()), strict=True):
+            seeds.append(self.seed_for(image_id))
+        for k, gen in zip(todo, self.complete(conversations, seeds), strict=True):
             image_id = image_ids[k]
             if not gen.ok:
                 out[k] = generation_error(image_id, gen, "extra context")

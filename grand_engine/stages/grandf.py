@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from grand_engine.grandf.gcg import DROP_REASONS, find_span, gcg_groundings, gcg_record, mask_index
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Resources, Stage, UnitInput
 from grand_engine.schema import RLE, table_schema
 
 __all__ = [
@@ -105,9 +105,6 @@ class GrandF(Stage):
 
     def inputs(self) -> tuple[str, ...]:
         return (self.source, "images")
-
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self.process_image(unit, image_id))
 
     def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         row = dict(unit.input_row(self.source, image_id))

@@ -63,10 +63,10 @@ import numpy as np
 import pyarrow as pa
 
 from grand_engine.labels import gender_normalise
-from grand_engine.phrases import extract_phrases, fallback_phrases, parse_text
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.phrases import extract_phrases, fallback_phrases, load_nlp, parse_text
+from grand_engine.runtime.stage import Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import DETAIL, SHORT_CAPTION, table_schema
-from grand_engine.validate import MATCH_KINDS, validate_annotation
+from grand_engine.validate import MATCH_KINDS
 
 __all__ = [
     "DENSE_GROUNDING",
@@ -480,19 +480,18 @@ class GroundCaptions(Stage):
     short_caption_fallbacks: bool = True  # run passes 2-4 on short captions too (step 20a had exact matching only)
     check_invariants: bool = True  # validate the captions' details against the level-2 row
 
+    nlp: Any = collaborator()  # spaCy pipeline: the `spacy` slot, else the packaged English model
+    embedder: Any = collaborator()  # sentence-embedding adapter (optional `embedder` slot)
+
     def setup(self) -> None:
-        from grand_engine.models.base import load_adapter
-        from grand_engine.phrases import load_nlp
-
-        gpus = self.resources.gpus
-        nlp = load_adapter(self.models["spacy"], gpus=gpus).nlp if "spacy" in self.models else load_nlp()
-        embedder = load_adapter(self.models["embedder"], gpus=gpus) if "embedder" in self.models else None
+        if self.nlp is None:
+            spacy = self.load_model("spacy", required=False)
+            self.nlp = spacy.nlp if spacy is not None else load_nlp()
+        if self.embedder is None:
+            self.embedder = self.load_model("embedder", required=False)
         self.grounder = CaptionGrounder(
-            nlp, embedder, lemma_overlap=self.lemma_overlap, embedding_threshold=self.embedding_threshold
+            self.nlp, self.embedder, lemma_overlap=self.lemma_overlap, embedding_threshold=self.embedding_threshold
         )
-
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self.process_image(unit, image_id))
 
     def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         level2 = unit.input_row("level2", image_id)
@@ -523,7 +522,5 @@ class GroundCaptions(Stage):
             dense_details = to_details(dense_caption, grounded, boxes)
         out = {"short_captions": short, "dense_caption": {"caption": dense_caption, "details": dense_details}}
         if self.check_invariants:
-            problems = validate_annotation({**level2, **out}, 2)
-            if problems:
-                raise ValueError("grounded captions break invariants: " + "; ".join(problems))
+            self.require_valid({**level2, **out}, 2, what="grounded captions")
         return out

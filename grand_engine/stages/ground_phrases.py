@@ -25,9 +25,8 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from grand_engine.models.base import load_adapter
 from grand_engine.phrases import extract_phrases_many, load_nlp
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import BOX, table_schema
 
 CAPTION_STAGES: tuple[str, ...] = ("caption_blip2", "caption_vlm")
@@ -58,6 +57,7 @@ class GroundPhrases(Stage):
     requires: ClassVar[tuple[str, ...]] = CAPTION_STAGES
     level: ClassVar[int | None] = 2
     schema: ClassVar[pa.Schema] = GROUND_PHRASES_SCHEMA
+    batching: ClassVar[Batching] = "batch"
     needs_pixels: ClassVar[bool] = True
     model_slots: ClassVar[tuple[str, ...]] = ("grounder", "spacy")
     default_resources: ClassVar[Resources] = Resources(gpus=0.25, cpus=1.0, batch_size=8)
@@ -65,17 +65,17 @@ class GroundPhrases(Stage):
     threshold: float = 0.5  # spec step 13: keep a box whose phrase probability is > 0.5
     capitalize: bool = True  # spec step 13: spaCy parses caption.capitalize() (spans still index the caption)
 
+    grounder: Any = collaborator()  # the phrase-grounding adapter; loaded from the `grounder` slot when None
+    nlp: Any = collaborator()  # spaCy pipeline: the `spacy` slot, else the packaged English model
+
     def setup(self) -> None:
-        if "grounder" not in self.models:
-            raise ValueError("stage 'ground_phrases' needs a model in its 'grounder' slot")
-        self.grounder = load_adapter(self.models["grounder"], gpus=self.resources.gpus)
-        spacy_spec = self.models.get("spacy")
-        self.nlp = load_adapter(spacy_spec).nlp if spacy_spec is not None else load_nlp()
+        if self.grounder is None:
+            self.grounder = self.load_model("grounder")
+        if self.nlp is None:
+            spacy = self.load_model("spacy", required=False)
+            self.nlp = spacy.nlp if spacy is not None else load_nlp()
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.batched(unit, lambda ids: self.ground_images(unit, ids))
-
-    def ground_images(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
+    def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
         """``ground_phrases`` rows for ``image_ids`` (captions parsed in one ``nlp.pipe`` pass)."""
         captions = [[unit.input_row(stage, i).get("caption") for stage in CAPTION_STAGES] for i in image_ids]
         flat = [c or "" for caps in captions for c in caps]

@@ -40,7 +40,7 @@ class ImagesStage(Stage):
     min_side: int = MIN_SIDE_DEFAULT
     verify_decode: bool = True  # decode each image once here so corrupt data fails in one place, not per stage
 
-    def process(self, unit: UnitInput) -> StageResult:
+    def process_unit(self, unit: UnitInput) -> StageResult:
         rows: list[dict[str, Any]] = []
         errors: list[ErrorRecord] = []
         for member in unit.members:

@@ -22,8 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from grand_engine.labels import Label
-from grand_engine.models.base import load_adapter
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import table_schema
 from grand_engine.stages.region_attributes import crop_box
 
@@ -56,21 +55,20 @@ class LabelAssign(Stage):
     requires: ClassVar[tuple[str, ...]] = ("link_phrases",)
     level: ClassVar[int | None] = 2
     schema: ClassVar[pa.Schema] = LABEL_ASSIGN_SCHEMA
+    batching: ClassVar[Batching] = "batch"
     needs_pixels: ClassVar[bool] = True
     model_slots: ClassVar[tuple[str, ...]] = ("clip",)
     default_resources: ClassVar[Resources] = Resources(gpus=0.25, cpus=1.0, batch_size=32)
 
     use_qualifiers: bool = True  # spec step 16 encoded raw LVIS names, qualifier included
 
+    clip: Any = collaborator()  # the CLIP adapter; loaded from the `clip` slot when None
+
     def setup(self) -> None:
-        if "clip" not in self.models:
-            raise ValueError("stage 'label_assign' needs a model in its 'clip' slot")
-        self.clip = load_adapter(self.models["clip"], gpus=self.resources.gpus)
+        if self.clip is None:
+            self.clip = self.load_model("clip")
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.batched(unit, lambda ids: self.assign_images(unit, ids))
-
-    def assign_images(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
+    def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
         """``label_assign`` rows for ``image_ids`` (every crop of the batch encoded together)."""
         jobs: list[tuple[str, int, list[str]]] = []
         crops: list[np.ndarray] = []

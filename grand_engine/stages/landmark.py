@@ -38,9 +38,8 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from grand_engine.models.base import load_adapter
 from grand_engine.resources import prompt_file
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import table_schema
 
 LANDMARK_TAXONOMY: dict[str, tuple[str, ...]] = {
@@ -116,6 +115,7 @@ class LandmarkStage(Stage):
     level: ClassVar[int | None] = 1
     version: ClassVar[str] = "1"
     schema: ClassVar[pa.Schema] = LANDMARK_SCHEMA
+    batching: ClassVar[Batching] = "batch"
     needs_pixels: ClassVar[bool] = True
     model_slots: ClassVar[tuple[str, ...]] = ("vlm", "clip")
     default_resources: ClassVar[Resources] = Resources(gpus=0.5, cpus=1.0, batch_size=8)
@@ -129,6 +129,8 @@ class LandmarkStage(Stage):
     fine_prompt: str = "landmark_fine.txt"  # step 1 fine question (prompt file, `$category`, `$options`)
     clip_template: str = "a photo of the {}."  # CLIP method: text for each option (`{}` = option, lower case)
 
+    model: Any = collaborator()  # the VLM or CLIP adapter of `method`; loaded from that slot when None
+
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"landmark: method must be one of {METHODS}, got {self.method!r}")
@@ -136,13 +138,11 @@ class LandmarkStage(Stage):
             raise ValueError(f"landmark: clip_template must contain '{{}}', got {self.clip_template!r}")
 
     def setup(self) -> None:
-        slot = self.method
-        if slot not in self.models:
-            raise ValueError(f"stage 'landmark' with method={self.method!r} needs a model in its {slot!r} slot")
         if self.method == "vlm":  # read the prompts first: a missing prompt file fails before the model loads
             self.coarse_question()
             self.fine_question(next(iter(LANDMARK_TAXONOMY)))
-        self.model = load_adapter(self.models[slot], gpus=self.resources.gpus)
+        if self.model is None:
+            self.model = self.load_model(self.method)
 
     # -- prompts --------------------------------------------------------------------------------
 
@@ -167,9 +167,11 @@ class LandmarkStage(Stage):
 
     # -- processing -----------------------------------------------------------------------------
 
-    def process(self, unit: UnitInput) -> StageResult:
-        fn = self.classify_vlm if self.method == "vlm" else self.classify_clip
-        return self.batched(unit, lambda ids: fn(unit, ids))
+    def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
+        """Rows for ``image_ids`` by the configured ``method``."""
+        if self.method == "vlm":
+            return self.classify_vlm(unit, image_ids)
+        return self.classify_clip(unit, image_ids)
 
     def _generate(self, images: list[Any], prompts: list[str], seeds: list[int]) -> list[Any]:
         return self.model.generate(

@@ -60,9 +60,8 @@ import pyarrow as pa
 
 from grand_engine.geometry import clip_boxes, iou_pairs, nms, order_corners
 from grand_engine.labels import affordance_index, affordance_table, gender_normalise, normalise_label
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Resources, Stage, UnitInput
 from grand_engine.schema import AFFORDANCE, FLOATING_ATTRIBUTE, LANDMARK, OBJECT, table_schema
-from grand_engine.validate import validate_annotation
 
 DEFAULT_SOURCES: tuple[str, ...] = (
     "detect_lvis",  # EVA-02 (eva-02-01); the reference's eva-02-02 run never survived (§14.25)
@@ -173,12 +172,9 @@ class Level1(Stage):
     def inputs(self) -> tuple[str, ...]:
         return ("images", "landmark", *self.sources)
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self.merge_image(unit, image_id))
-
     # -- one image ----------------------------------------------------------------------------------
 
-    def merge_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
+    def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         """The ``level1`` row of one image."""
         image = unit.image_row(image_id)
         width, height = image.get("width"), image.get("height")
@@ -201,11 +197,7 @@ class Level1(Stage):
             "landmark": self._landmark(unit, image_id),
             "affordances": affordances_for([*objects, *floating]),
         }
-        if self.check_invariants:
-            problems = validate_annotation(row, 1)
-            if problems:
-                raise ValueError(f"level1 row breaks invariants: {'; '.join(problems[:5])}")
-        return row
+        return self.require_valid(row, 1) if self.check_invariants else row
 
     def _landmark(self, unit: UnitInput, image_id: str) -> dict[str, Any] | None:
         if "landmark" not in unit.inputs:

@@ -45,11 +45,10 @@ import pyarrow as pa
 
 from grand_engine.geometry import box_area
 from grand_engine.labels import person_normalise
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Resources, Stage, UnitInput
 from grand_engine.schema import OBJECT
 from grand_engine.stages.link_phrases import LEVEL2_FIELDS, LEVEL2_SCHEMA, RELATIONSHIP
 from grand_engine.stages.region_attributes import clean_description
-from grand_engine.validate import validate_annotation
 
 __all__ = ["LEVEL2_FIELDS", "LEVEL2_SCHEMA", "RELATIONSHIP", "Level2", "assemble_level2"]
 
@@ -219,9 +218,6 @@ class Level2(Stage):
     promote_area_fraction: float = 0.5  # spec step 15: floating boxes covering > 50 % of the image are candidates
     check_invariants: bool = True  # validate each output row (ids contiguous, objects first, label ∈ labels, …)
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self.process_image(unit, image_id))
-
     def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         row = assemble_level2(
             unit.input_row("link_phrases", image_id),
@@ -232,8 +228,4 @@ class Level2(Stage):
         )
         out = {name: row.get(name) for name in self.schema.names}
         out["image_id"] = image_id
-        if self.check_invariants:
-            problems = validate_annotation(out, 2)
-            if problems:
-                raise ValueError(f"level-2 row of {image_id!r} breaks invariants: " + "; ".join(problems))
-        return out
+        return self.require_valid(out, 2) if self.check_invariants else out

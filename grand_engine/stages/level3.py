@@ -23,10 +23,10 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Resources, Stage, UnitInput
 from grand_engine.schema import DENSE_CAPTION, OBJECT, SHORT_CAPTION, table_schema
 from grand_engine.stages.level2 import LEVEL2_FIELDS
-from grand_engine.validate import SEGMENTATION_SOURCES, validate_annotation
+from grand_engine.validate import SEGMENTATION_SOURCES
 
 __all__ = ["LEVEL3_FIELDS", "LEVEL3_SCHEMA", "Level3", "merge_level3"]
 
@@ -122,9 +122,6 @@ class Level3(Stage):
 
     check_invariants: bool = True  # validate each output row at level 3 (spec §8 invariants)
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self.process_image(unit, image_id))
-
     def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         row = merge_level3(
             unit.input_row("level2", image_id),
@@ -133,8 +130,4 @@ class Level3(Stage):
             unit.input_row("verify", image_id),
         )
         row["image_id"] = image_id
-        if self.check_invariants:
-            problems = validate_annotation(row, 3)
-            if problems:
-                raise ValueError(f"level-3 row of {image_id!r} breaks invariants: " + "; ".join(problems))
-        return row
+        return self.require_valid(row, 3) if self.check_invariants else row

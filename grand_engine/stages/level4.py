@@ -17,10 +17,9 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Resources, Stage, UnitInput
 from grand_engine.schema import table_schema
 from grand_engine.stages.level3 import LEVEL3_FIELDS
-from grand_engine.validate import validate_annotation
 
 __all__ = ["LEVEL4_FIELDS", "LEVEL4_SCHEMA", "Level4", "merge_level4"]
 
@@ -60,9 +59,6 @@ class Level4(Stage):
     reject_truncated: bool = False  # also refuse completions cut at max_tokens that extra_context chose to keep
     check_invariants: bool = True  # validate each output row at level 4 (spec §8 invariants)
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self.process_image(unit, image_id))
-
     def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         row = merge_level4(
             unit.input_row("level3", image_id),
@@ -70,8 +66,4 @@ class Level4(Stage):
             reject_truncated=self.reject_truncated,
         )
         row["image_id"] = image_id
-        if self.check_invariants:
-            problems = validate_annotation(row, 4)
-            if problems:
-                raise ValueError(f"level-4 row of {image_id!r} breaks invariants: " + "; ".join(problems))
-        return row
+        return self.require_valid(row, 4) if self.check_invariants else row

@@ -51,10 +51,9 @@ import pyarrow as pa
 from grand_engine.geometry import iou_matrix
 from grand_engine.labels import normalise_label
 from grand_engine.phrases import normalise_phrase
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Resources, Stage, UnitInput
 from grand_engine.schema import OBJECT, table_schema
 from grand_engine.stages.level1 import LEVEL1_FIELDS
-from grand_engine.validate import validate_annotation
 
 GROUNDING_SOURCE = "ground_phrases"
 """The ``sources`` entry recorded on objects the phrase grounding created or confirmed."""
@@ -270,9 +269,6 @@ class LinkPhrases(Stage):
     iou_threshold: float = 0.75  # spec step 14b: phrase box ↔ object box IoU > 0.75 links them
     check_invariants: bool = True  # validate each output row (ids contiguous, objects first, links exist)
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self.process_image(unit, image_id))
-
     def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         level1 = unit.input_row("level1", image_id)
         captions = [
@@ -283,8 +279,4 @@ class LinkPhrases(Stage):
         row = link_phrases(level1, captions, phrases, iou_threshold=self.iou_threshold)
         out = {name: row.get(name) for name in self.schema.names}
         out["image_id"] = image_id
-        if self.check_invariants:
-            problems = validate_annotation(out, 2)
-            if problems:
-                raise ValueError(f"level-2 row of {image_id!r} breaks invariants: " + "; ".join(problems))
-        return out
+        return self.require_valid(out, 2) if self.check_invariants else out

@@ -28,8 +28,8 @@
      ``accept_truncated`` kept with ``finish_reason = "length"``; still empty, an error (``EmptyCompletion``).
      Errors become error rows (``_errors/<stage>``), never silently dropped.
 
-* :func:`run_batches` is ``Stage.batched`` for functions that may also return an :class:`ErrorRecord` for an
-  image (a model-output fault) instead of a row.
+* :class:`LLMStage` is the base of the three stages: the generation parameters, the ``llm`` collaborator, the
+  seed rule and batching, declared once.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ import hashlib
 import json
 import re
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
 from grand_engine.resources import prompt_file
-from grand_engine.runtime.stage import ErrorRecord, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Batching, ErrorRecord, Stage, collaborator
 
 Conversation = list[dict[str, str]]
 
@@ -311,56 +311,66 @@ def generation_error(image_id: str, gen: Generation, what: str) -> ErrorRecord:
     return ErrorRecord(image_id=image_id, error_type=kind, message=f"{what}: {message}")
 
 
-# -- batching ------------------------------------------------------------------------------------------------
+# -- the LLM stage base --------------------------------------------------------------------------------------
 
 
-def run_batches(
-    stage: Stage,
-    unit: UnitInput,
-    fn: Callable[[list[str]], list[dict[str, Any] | ErrorRecord]],
-    batch_size: int | None = None,
-) -> StageResult:
-    """Like ``Stage.batched``, but ``fn`` returns one row *or* one :class:`ErrorRecord` per image.
+@dataclass
+class LLMStage(Stage):
+    """Base of the stages that write text with an LLM (``dense_caption``, ``verify``, ``extra_context``).
 
-    A batch whose call raises is retried image by image, so an exception costs that image only.
+    It declares the generation parameters once (the reference's sampling, §4.3, and the retry rules of this module),
+    the ``llm`` slot and collaborator, batched processing, the seed rule and the prompt files. A subclass sets
+    ``prompts`` (every prompt file it reads: their contents are part of its fingerprint) and ``example_prompt``
+    (the in-context example template whose layout a completion must not repeat), redeclares a parameter only to
+    change its default, and implements ``process_batch`` with :meth:`complete`.
     """
-    size = max(1, batch_size or stage.resources.batch_size)
-    ids = unit.image_ids
-    rows: list[dict[str, Any]] = []
-    errors: list[ErrorRecord] = []
 
-    def call(chunk: list[str]) -> list[dict[str, Any] | ErrorRecord]:
-        out = fn(chunk)
-        if len(out) != len(chunk):
-            raise RuntimeError(f"batch function returned {len(out)} results for {len(chunk)} images")
-        return out
+    batching: ClassVar[Batching] = "batch"
+    model_slots: ClassVar[tuple[str, ...]] = ("llm",)
+    prompts: ClassVar[tuple[str, ...]] = ()
+    example_prompt: ClassVar[str] = ""
 
-    for start in range(0, len(ids), size):
-        chunk = ids[start : start + size]
-        try:
-            outs = call(chunk)
-        except Exception as exc:  # noqa: BLE001 - per-image isolation is the point
-            if len(chunk) == 1:
-                errors.append(ErrorRecord.from_exception(chunk[0], exc))
-                continue
-            outs = []
-            for image_id in chunk:
-                try:
-                    outs.extend(call([image_id]))
-                except Exception as inner:  # noqa: BLE001
-                    errors.append(ErrorRecord.from_exception(image_id, inner))
-        for item in outs:
-            (errors if isinstance(item, ErrorRecord) else rows).append(item)  # type: ignore[arg-type]
-    return StageResult(stage.to_table(rows), errors)
+    temperature: float = 0.7  # §4.3 SamplingParams(temperature=0.7)
+    top_p: float = 0.95  # §4.3 SamplingParams(top_p=0.95)
+    max_tokens: int = 512  # §4.3 SamplingParams(max_tokens=512)
+    retry_max_tokens: int = 1024  # §14.23 fix: a cut completion is retried once with twice the limit
+    max_sentences: int | None = 8  # new: twice the 4 sentences §4.2 asks for; longer text is cut (null: never)
+    accept_truncated: bool = False  # new: keep a completion cut twice (finish_reason "length") instead of an error
+    single_paragraph: bool = True  # new: drop what follows the first blank line after a complete sentence
+    seed: int = 0  # §14.24: the run seed (the pipeline passes manifest.seed); see stable_seed
 
+    llm: Any = collaborator()  # the loaded LLM adapter (anything with ``LLM.chat``); built by setup() when None
 
-def load_slot(stage: Stage, slot: str, required: bool = True) -> Any:
-    """The loaded adapter of ``slot`` (``None`` for an optional slot the manifest leaves empty)."""
-    from grand_engine.models.base import load_adapter
+    def __post_init__(self) -> None:
+        self.settings()  # validate the parameters when the stage is configured
 
-    spec = stage.models.get(slot)
-    if spec is None:
-        if required:
-            raise ValueError(f"stage {stage.name!r} needs a model in slot {slot!r}")
-        return None
-    return load_adapter(spec, gpus=stage.resources.gpus)
+    def settings(self) -> GenerationSettings:
+        """The generation settings of this stage's main completion."""
+        return GenerationSettings(
+            max_tokens=self.max_tokens,
+            retry_max_tokens=self.retry_max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_sentences=self.max_sentences,
+            accept_truncated=self.accept_truncated,
+            single_paragraph=self.single_paragraph,
+            stop_lines=example_markers(self.example_prompt) if self.example_prompt else (),
+        )
+
+    def prompt_files(self) -> list[str]:
+        """The prompt files this stage reads (their contents are part of its fingerprint)."""
+        return sorted(set(self.prompts))
+
+    def setup(self) -> None:
+        if self.llm is None:
+            self.llm = self.load_model("llm")
+
+    def seed_for(self, image_id: str, *purpose: Any) -> int:
+        """The seed of one conversation: ``stable_seed(seed, image_id, stage name, *purpose)``."""
+        return stable_seed(self.seed, image_id, self.name, *purpose)
+
+    def complete(
+        self, conversations: Sequence[Conversation], seeds: Sequence[int], settings: GenerationSettings | None = None
+    ) -> list[Generation]:
+        """:func:`generate` with this stage's LLM and (by default) its settings."""
+        return generate(self.llm, conversations, seeds, settings or self.settings())

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from grand_engine.geometry import UNION_EPS, clip_boxes, iou_matrix, order_corners
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import BOX, RLE, table_schema
 from grand_engine.validate import SEGMENTATION_SOURCES
 
@@ -349,6 +349,8 @@ class Masks(Stage):
     )  # step 21.1: annotation tables (`annotations` column) -> segmentation_source
     detector_mask_tables: list[str] = field(default_factory=list)  # step 21.2: side tables with boxes + masks
 
+    sam: Any = collaborator()  # the SAM adapter (optional `sam` slot); loaded when None and the slot is set
+
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.match_iou) <= 1.0:
             raise ValueError(f"masks: match_iou must be in [0, 1], got {self.match_iou!r}")
@@ -362,14 +364,8 @@ class Masks(Stage):
         return ("images", "level2", *self.region_tables, *self.detector_mask_tables)
 
     def setup(self) -> None:
-        self.sam = None
-        if "sam" in self.models:
-            from grand_engine.models.base import load_adapter
-
-            self.sam = load_adapter(self.models["sam"], gpus=self.resources.gpus)
-
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self.process_image(unit, image_id))
+        if self.sam is None:
+            self.sam = self.load_model("sam", required=False)
 
     def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         level2 = unit.input_row("level2", image_id)
@@ -413,7 +409,7 @@ class Masks(Stage):
             height,
             region,
             detector,
-            segment if getattr(self, "sam", None) is not None else None,
+            segment if self.sam is not None else None,
             match_iou=float(self.match_iou),
         )
         return {"image_id": image_id, "masks": masks}

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from grand_engine.geometry import iou_matrix
 from grand_engine.io import rle as rle_lib
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Resources, Stage, UnitInput
 from grand_engine.schema import table_schema
 from grand_engine.stages.depth import DepthField
 
@@ -104,9 +104,6 @@ class ObjectDepth(Stage):
 
     def inputs(self) -> tuple[str, ...]:
         return ("link_phrases", "depth", *self.mask_sources)
-
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self.process_image(unit, image_id))
 
     def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         row = unit.input_row("link_phrases", image_id)

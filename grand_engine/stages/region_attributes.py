@@ -31,9 +31,8 @@ import numpy as np
 import pyarrow as pa
 
 from grand_engine.geometry import box_area
-from grand_engine.models.base import load_adapter
 from grand_engine.resources import prompt_file
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import table_schema
 
 REGION_DESCRIPTION = pa.struct([("object_id", pa.int32()), ("description", pa.string())])
@@ -93,6 +92,7 @@ class RegionAttributes(Stage):
     requires: ClassVar[tuple[str, ...]] = ("link_phrases",)
     level: ClassVar[int | None] = 2
     schema: ClassVar[pa.Schema] = REGION_ATTRIBUTES_SCHEMA
+    batching: ClassVar[Batching] = "batch"
     needs_pixels: ClassVar[bool] = True
     model_slots: ClassVar[tuple[str, ...]] = ("vlm",)
     default_resources: ClassVar[Resources] = Resources(gpus=0.25, cpus=1.0, batch_size=8)
@@ -102,6 +102,8 @@ class RegionAttributes(Stage):
     mode: str = "auto"  # auto | region (Florence-2 box prompt) | crop (any VLM on the box crop)
     prompt: str = "region_attributes.txt"  # crop mode: instruction given with each crop (prompt file)
 
+    vlm: Any = collaborator()  # the VLM adapter; loaded from the `vlm` slot when None
+
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "region", "crop"):
             raise ValueError(f"region_attributes: mode must be 'auto', 'region' or 'crop', got {self.mode!r}")
@@ -109,9 +111,8 @@ class RegionAttributes(Stage):
             raise ValueError(f"region_attributes: min_area_fraction must be in [0, 1], got {self.min_area_fraction}")
 
     def setup(self) -> None:
-        if "vlm" not in self.models:
-            raise ValueError("stage 'region_attributes' needs a model in its 'vlm' slot")
-        self.vlm = load_adapter(self.models["vlm"], gpus=self.resources.gpus)
+        if self.vlm is None:
+            self.vlm = self.load_model("vlm")
         is_florence = getattr(self.vlm, "model_type", "") == "florence2"
         self.use_region = self.mode == "region" or (self.mode == "auto" and is_florence)
         if self.use_region and not is_florence:
@@ -120,10 +121,7 @@ class RegionAttributes(Stage):
             )
         self.prompt_text = "" if self.use_region else prompt_file(self.prompt).read_text(encoding="utf-8").strip()
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.batched(unit, lambda ids: self.describe_images(unit, ids))
-
-    def describe_images(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
+    def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
         """``region_attributes`` rows for ``image_ids``."""
         selected = {i: large_objects(unit.input_row("link_phrases", i), self.min_area_fraction) for i in image_ids}
         texts: dict[tuple[str, int], str] = {}

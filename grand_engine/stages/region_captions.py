@@ -21,8 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from grand_engine.geometry import clip_boxes, order_corners
-from grand_engine.models.base import load_adapter
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import DETECTIONS_FIELDS, table_schema
 
 REGION_CAPTIONS_SCHEMA = table_schema(
@@ -74,6 +73,7 @@ class RegionCaptionsStage(Stage):
     level: ClassVar[int | None] = 1
     version: ClassVar[str] = "1"
     schema: ClassVar[pa.Schema] = REGION_CAPTIONS_SCHEMA
+    batching: ClassVar[Batching] = "batch"
     needs_pixels: ClassVar[bool] = True
     model_slots: ClassVar[tuple[str, ...]] = ("vlm",)
     default_resources: ClassVar[Resources] = Resources(gpus=0.25, cpus=1.0, batch_size=8)
@@ -82,6 +82,8 @@ class RegionCaptionsStage(Stage):
     default_score: float = 1.0  # score of a region from a model that gives none (Florence-2)
     max_regions: int = 256  # step 8: at most 256 detections per image; 0 = no limit
     max_new_tokens: int = 1024  # generation budget of the dense-caption task
+
+    vlm: Any = collaborator()  # the dense-region-caption adapter; loaded from the `vlm` slot when None
 
     def __post_init__(self) -> None:
         for name in ("score_threshold", "default_score"):
@@ -92,18 +94,14 @@ class RegionCaptionsStage(Stage):
             raise ValueError(f"region_captions: max_regions must be an integer >= 0, got {self.max_regions!r}")
 
     def setup(self) -> None:
-        if "vlm" not in self.models:
-            raise ValueError("stage 'region_captions' needs a model in its 'vlm' slot")
-        self.vlm = load_adapter(self.models["vlm"], gpus=self.resources.gpus)
-
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.batched(unit, lambda ids: self.caption(unit, ids))
+        if self.vlm is None:
+            self.vlm = self.load_model("vlm")
 
     def _score(self, region: Any) -> float:
         score = getattr(region, "score", None)  # adapters that score regions expose `score`
         return self.default_score if score is None else float(score)
 
-    def caption(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
+    def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
         """Rows for ``image_ids`` (one dense-caption call for the batch)."""
         images = [unit.pixels(i) for i in image_ids]
         per_image = self.vlm.dense_region_captions(images, max_new_tokens=self.max_new_tokens)

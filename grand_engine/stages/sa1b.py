@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from grand_engine.io import rle as rle_lib
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Resources, Stage, UnitInput
 from grand_engine.schema import BOX, RLE, table_schema
 
 __all__ = [
@@ -237,10 +237,7 @@ class SA1BStage(Stage):
         version="1",
     )
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self._row(unit, image_id))
-
-    def _row(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
+    def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         image = unit.image_row(image_id)
         width, height = int(image["width"]), int(image["height"])
         size = image.get("ann_size")

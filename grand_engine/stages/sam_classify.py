@@ -32,8 +32,7 @@ import pyarrow as pa
 
 from grand_engine.geometry import box_area, clip_boxes, order_corners
 from grand_engine.labels import normalise_label, read_category_file
-from grand_engine.models.base import load_adapter
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import DETECTIONS_FIELDS, table_schema
 
 SAM_CLASSIFY_SCHEMA = table_schema(*DETECTIONS_FIELDS, ("annotation_ids", pa.list_(pa.int64())), version="1")
@@ -106,6 +105,7 @@ class SamClassifyStage(Stage):
     level: ClassVar[int | None] = 1
     version: ClassVar[str] = "1"
     schema: ClassVar[pa.Schema] = SAM_CLASSIFY_SCHEMA
+    batching: ClassVar[Batching] = "batch"
     needs_pixels: ClassVar[bool] = True
     model_slots: ClassVar[tuple[str, ...]] = ("clip",)
     default_resources: ClassVar[Resources] = Resources(gpus=0.25, cpus=1.0, batch_size=8)
@@ -116,6 +116,8 @@ class SamClassifyStage(Stage):
     vocabulary_file: str = "lvis_v1_categories.txt"  # step 9: the LVIS v1 classifier (1,203 classes)
     crop_scale: float = 1.0  # crop = the box enlarged by this factor about its centre
     mask_outside: bool = False  # fill pixels outside the mask with CLIP's mean colour
+
+    clip: Any = collaborator()  # the CLIP adapter; loaded from the `clip` slot when None
 
     def __post_init__(self) -> None:
         for name in ("min_area_fraction", "threshold", "crop_scale"):
@@ -128,19 +130,15 @@ class SamClassifyStage(Stage):
             raise ValueError(f"sam_classify: template must contain '{{}}', got {self.template!r}")
 
     def setup(self) -> None:
-        if "clip" not in self.models:
-            raise ValueError("stage 'sam_classify' needs a model in its 'clip' slot")
         self.vocabulary = list(read_category_file(self.vocabulary_file))
         if not self.vocabulary:
             raise ValueError(f"sam_classify: vocabulary file {self.vocabulary_file!r} is empty")
-        self.clip = load_adapter(self.models["clip"], gpus=self.resources.gpus)
+        if self.clip is None:
+            self.clip = self.load_model("clip")
         texts = [self.template.replace("{}", normalise_label(raw).display) for raw in self.vocabulary]
         self.text_embeds = self.clip.encode_texts(texts)
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.batched(unit, lambda ids: self.classify(unit, ids))
-
-    def classify(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
+    def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
         """Rows for ``image_ids``; the crops of the whole batch go through CLIP together."""
         from grand_engine.models.clip import softmax_scores
 

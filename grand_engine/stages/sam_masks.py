@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from grand_engine.models.base import ModelNotFoundError, check_checkpoint, load_adapter
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.models.base import ModelNotFoundError, check_checkpoint
+from grand_engine.runtime.stage import Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import table_schema
 from grand_engine.stages.sa1b import ANNOTATION
 
@@ -86,8 +86,9 @@ class SamMasksStage(Stage):
     points_per_batch: int = 64  # segment-anything default
     only_without_sa1b: bool = True  # run SAM only where the image has no SA-1B annotations
 
+    sam: Any = collaborator()  # the SAM adapter; loaded on the first image that needs it (SA-1B images do not)
+
     def setup(self) -> None:
-        self.sam = None
         spec = self.models.get("sam")
         if spec is not None:
             check = check_checkpoint(spec)
@@ -100,17 +101,14 @@ class SamMasksStage(Stage):
                 raise ValueError(
                     "the image has no SA-1B annotations and stage 'sam_masks' has no model in its 'sam' slot"
                 )
-            self.sam = load_adapter(self.models["sam"], gpus=self.resources.gpus)
+            self.sam = self.load_model("sam")
         return self.sam
 
     def needs_sam(self, unit: UnitInput, image_id: str) -> bool:
         """Whether SAM runs on this image."""
         return not (self.only_without_sa1b and has_sa1b_masks(unit.input_row("sa1b", image_id)))
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self.masks(unit, image_id))
-
-    def masks(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
+    def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         """The row of one image."""
         image = unit.image_row(image_id)
         width, height = int(image["width"]), int(image["height"])

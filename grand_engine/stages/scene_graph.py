@@ -49,7 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from grand_engine.geometry import box_centers
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Resources, Stage, UnitInput
 from grand_engine.schema import table_schema
 
 LAYER_NAMES = ("Immediate Foreground", "Foreground", "Midground", "Background")
@@ -251,9 +251,6 @@ class SceneGraph(Stage):
     midground: float = 0.85  # spec §4.1 step 2: nd < 0.85 -> Midground, else Background
     group_distance: float = 200.0  # spec §4.1 step 3: centre distance < 200 px joins the seed's group
     max_objects: int = 100  # spec §4.1 step 1: at most 100 objects, attributed ones first
-
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda image_id: self.process_image(unit, image_id))
 
     def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         row = unit.input_row(self.requires[0], image_id)

@@ -27,8 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from grand_engine.labels import normalise_label, read_category_file
-from grand_engine.models.base import load_adapter
-from grand_engine.runtime.stage import Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import table_schema
 
 TAGGING_SCHEMA = table_schema(("tags", pa.list_(pa.string())), ("scores", pa.list_(pa.float32())), version="1")
@@ -68,6 +67,7 @@ class TaggingStage(Stage):
     level: ClassVar[int | None] = 1
     version: ClassVar[str] = "1"
     schema: ClassVar[pa.Schema] = TAGGING_SCHEMA
+    batching: ClassVar[Batching] = "batch"
     needs_pixels: ClassVar[bool] = True
     model_slots: ClassVar[tuple[str, ...]] = ("clip",)
     default_resources: ClassVar[Resources] = Resources(gpus=0.25, cpus=1.0, batch_size=32)
@@ -77,6 +77,8 @@ class TaggingStage(Stage):
     template: str = "a photo of a {}."  # CLIP text for each tag (`{}` = the tag)
     vocabulary_files: tuple[str, ...] = DEFAULT_VOCABULARY_FILES  # packaged category lists (LVIS + COCO)
 
+    clip: Any = collaborator()  # the CLIP adapter; loaded from the `clip` slot when None
+
     def __post_init__(self) -> None:
         self.vocabulary_files = tuple(self.vocabulary_files)
         if "{}" not in self.template:
@@ -85,18 +87,14 @@ class TaggingStage(Stage):
             raise ValueError(f"tagging: top_k must be an integer >= 0, got {self.top_k!r}")
 
     def setup(self) -> None:
-        if "clip" not in self.models:
-            raise ValueError("stage 'tagging' needs a model in its 'clip' slot")
         self.vocabulary = build_vocabulary(self.vocabulary_files)
         if not self.vocabulary:
             raise ValueError(f"tagging: the vocabulary files {list(self.vocabulary_files)} hold no tags")
-        self.clip = load_adapter(self.models["clip"], gpus=self.resources.gpus)
+        if self.clip is None:
+            self.clip = self.load_model("clip")
         self.text_embeds = self.clip.encode_texts([self.template.replace("{}", t) for t in self.vocabulary])
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.batched(unit, lambda ids: self.tag(unit, ids))
-
-    def tag(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
+    def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
         """Rows for ``image_ids`` (one image-encoder call for the batch)."""
         from grand_engine.models.clip import softmax_scores
 

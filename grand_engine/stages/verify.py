@@ -63,8 +63,9 @@ import pyarrow as pa
 
 from grand_engine.labels import PERSON_WORDS
 from grand_engine.resources import prompt_file
-from grand_engine.runtime.stage import ErrorRecord, Resources, Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import ErrorRecord, Resources, UnitInput, collaborator
 from grand_engine.schema import VERIFICATION, table_schema
+from grand_engine.stages.dense_caption import EXAMPLE_PROMPT as LEVEL3_EXAMPLE_PROMPT
 from grand_engine.stages.dense_caption import PROMPT as LEVEL3_PROMPT
 from grand_engine.stages.dense_caption import dense_caption_prompt
 from grand_engine.stages.llm_common import (
@@ -72,18 +73,14 @@ from grand_engine.stages.llm_common import (
     Conversation,
     Generation,
     GenerationSettings,
-    example_markers,
-    generate,
-    load_slot,
+    LLMStage,
     render_prompt,
-    run_batches,
     stable_seed,
     user_turn,
 )
 
 CHECKLIST_PROMPT = "verify_checklist.txt"
 CHECKLIST_EXAMPLE = "verify_checklist_example.json"
-LEVEL3_EXAMPLE_PROMPT = "level3_example.txt"
 REPAIR_PROMPT = "verify_checklist_repair.txt"
 FEEDBACK_PROMPT = "verify_feedback.txt"
 
@@ -300,8 +297,12 @@ def _quoted_list(items: Sequence[str]) -> str:
 
 
 @dataclass
-class Verify(Stage):
-    """Checklist verification of the dense caption against the scene graph and a detector (§14.51)."""
+class Verify(LLMStage):
+    """Checklist verification of the dense caption against the scene graph and a detector (§14.51).
+
+    The generation parameters of :class:`LLMStage` apply to regenerated captions (as ``dense_caption``); the
+    checklist has its own (``checklist_*``).
+    """
 
     name: ClassVar[str] = "verify"
     requires: ClassVar[tuple[str, ...]] = ("dense_caption", "scene_graph", "level2", "images")
@@ -310,13 +311,17 @@ class Verify(Stage):
     needs_pixels: ClassVar[bool] = True
     model_slots: ClassVar[tuple[str, ...]] = ("llm", "detector", "embedder", "spacy")
     default_resources: ClassVar[Resources] = Resources(cpus=1.0, batch_size=128)  # §4.3: 128 prompts per call
+    prompts: ClassVar[tuple[str, ...]] = (
+        LEVEL3_PROMPT,
+        LEVEL3_EXAMPLE_PROMPT,
+        EXAMPLES_FILE,
+        CHECKLIST_PROMPT,
+        CHECKLIST_EXAMPLE,
+        REPAIR_PROMPT,
+        FEEDBACK_PROMPT,
+    )
+    example_prompt: ClassVar[str] = LEVEL3_EXAMPLE_PROMPT
 
-    temperature: float = 0.7  # regeneration, as §4.3: temperature 0.7
-    top_p: float = 0.95  # regeneration, as §4.3: top-p 0.95
-    max_tokens: int = 512  # regeneration, as §4.3: max_tokens 512
-    retry_max_tokens: int = 1024  # §14.23 fix: a cut completion is retried once with twice the limit
-    max_sentences: int | None = 8  # as dense_caption: twice the 4 sentences §4.2 asks for
-    single_paragraph: bool = True  # as dense_caption: drop what follows the first paragraph
     checklist_temperature: float = 0.0  # new: the checklist is extraction, so greedy
     checklist_max_tokens: int = 256  # new: about 20 short phrases as JSON
     checklist_retry_max_tokens: int = 512  # new: one retry with twice the limit
@@ -325,26 +330,18 @@ class Verify(Stage):
     similarity_threshold: float = 0.75  # new: all-MiniLM-L6-v2 puppy/dog 0.80, couch/sofa 0.86, car/truck 0.69
     detector_threshold: float = 0.1  # the OWL slot's level-1 vote threshold (step 10a, detect_ov 0.1)
     max_rounds: int = 2  # new: regenerations with feedback before the caption is marked failed
-    seed: int = 0  # §14.24: the run seed (the pipeline passes manifest.seed); see llm_common.stable_seed
+
+    detector: Any = collaborator()  # open-vocabulary detector adapter (optional slot)
+    embedder: Any = collaborator()  # sentence-embedding adapter (optional slot)
+    nlp: Any = collaborator()  # spaCy pipeline (the `spacy` slot, else the packaged English model)
 
     def __post_init__(self) -> None:
-        self.caption_settings()
+        super().__post_init__()
         self.checklist_settings()
         if self.max_rounds < 0:
             raise ValueError(f"max_rounds must be >= 0, got {self.max_rounds}")
         if self.max_items < 1 or self.max_item_words < 1:
             raise ValueError("max_items and max_item_words must be >= 1")
-
-    def caption_settings(self) -> GenerationSettings:
-        return GenerationSettings(
-            max_tokens=self.max_tokens,
-            retry_max_tokens=self.retry_max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_sentences=self.max_sentences,
-            single_paragraph=self.single_paragraph,
-            stop_lines=example_markers(LEVEL3_EXAMPLE_PROMPT),
-        )
 
     def checklist_settings(self) -> GenerationSettings:
         return GenerationSettings(
@@ -356,27 +353,19 @@ class Verify(Stage):
 
     # -- setup ---------------------------------------------------------------------------------------------
 
-    def prompt_files(self) -> list[str]:
-        """The prompt files this stage reads (their contents are part of its fingerprint)."""
-        return sorted(
-            {LEVEL3_PROMPT, LEVEL3_EXAMPLE_PROMPT, EXAMPLES_FILE, CHECKLIST_PROMPT, CHECKLIST_EXAMPLE, REPAIR_PROMPT}
-            | {FEEDBACK_PROMPT}
-        )
-
     def setup(self) -> None:
-        """Load the models (a test may hand in its own ``llm``, ``detector``, ``embedder`` or ``nlp`` first)."""
-        if getattr(self, "llm", None) is None:
-            self.llm = load_slot(self, "llm")
-        if getattr(self, "detector", None) is None:
-            self.detector = load_slot(self, "detector", required=False)
-        if getattr(self, "embedder", None) is None:
-            self.embedder = load_slot(self, "embedder", required=False)
-        if getattr(self, "nlp", None) is None:
-            spacy_adapter = load_slot(self, "spacy", required=False)
+        """Load the models that were not handed in (``llm``, ``detector``, ``embedder``, ``nlp``)."""
+        super().setup()
+        if self.detector is None:
+            self.detector = self.load_model("detector", required=False)
+        if self.embedder is None:
+            self.embedder = self.load_model("embedder", required=False)
+        if self.nlp is None:
+            spacy_adapter = self.load_model("spacy", required=False)
             if spacy_adapter is not None:
                 self.nlp = spacy_adapter.nlp
             else:
-                from grand_engine.phrases import load_nlp
+                from grand_engine.phrases import load_nlp  # deferred: loading spaCy takes a second
 
                 self.nlp = load_nlp()
         self.lemmas = LemmaCache(self.nlp)
@@ -384,9 +373,6 @@ class Verify(Stage):
         checklist_conversation("")
 
     # -- processing ----------------------------------------------------------------------------------------
-
-    def process(self, unit: UnitInput) -> StageResult:
-        return run_batches(self, unit, lambda ids: self.process_batch(unit, ids))
 
     def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any] | ErrorRecord]:
         out: dict[str, dict[str, Any] | ErrorRecord] = {}
@@ -425,8 +411,8 @@ class Verify(Stage):
         """Step 1 for the current caption of every case; returns the cases that got a non-empty checklist."""
         settings = self.checklist_settings()
         prompts = [checklist_conversation(c.caption) for c in cases]
-        seeds = [stable_seed(self.seed, c.image_id, self.name, "checklist", round_) for c in cases]
-        gens = generate(self.llm, prompts, seeds, settings)
+        seeds = [self.seed_for(c.image_id, "checklist", round_) for c in cases]
+        gens = self.complete(prompts, seeds, settings)
         items: list[list[str] | None] = [self._items(g) for g in gens]
 
         bad = [k for k, found in enumerate(items) if found is None]
@@ -440,7 +426,7 @@ class Verify(Stage):
                 for k in bad
             ]
             repair_seeds = [stable_seed(seeds[k], "repair") for k in bad]
-            for k, gen in zip(bad, generate(self.llm, repairs, repair_seeds, settings), strict=True):
+            for k, gen in zip(bad, self.complete(repairs, repair_seeds, settings), strict=True):
                 items[k] = self._items(gen)
 
         kept: list[_Case] = []
@@ -480,7 +466,7 @@ class Verify(Stage):
         return _verdict(item, UNCONFIRMED, NONE, 0.0)
 
     def _embedding_pass(self, cases: list[_Case]) -> None:
-        if getattr(self, "embedder", None) is None:
+        if self.embedder is None:
             return
         for case in cases:
             pending = [k for k, v in enumerate(case.verdicts) if v["verdict"] == UNCONFIRMED]
@@ -496,7 +482,7 @@ class Verify(Stage):
                     case.verdicts[k]["score"] = best
 
     def _detector_pass(self, unit: UnitInput, cases: list[_Case]) -> None:
-        if getattr(self, "detector", None) is None:
+        if self.detector is None:
             return
         todo = [c for c in cases if any(v["verdict"] == UNCONFIRMED for v in c.verdicts)]
         step = max(1, int(getattr(self.detector, "batch_size", 8)))
@@ -532,9 +518,9 @@ class Verify(Stage):
                     *user_turn(render_prompt(FEEDBACK_PROMPT, failed_items=_quoted_list(failed))),
                 ]
             )
-        seeds = [stable_seed(self.seed, c.image_id, self.name, "caption", round_) for c in cases]
+        seeds = [self.seed_for(c.image_id, "caption", round_) for c in cases]
         kept: list[_Case] = []
-        for case, gen in zip(cases, generate(self.llm, conversations, seeds, self.caption_settings()), strict=True):
+        for case, gen in zip(cases, self.complete(conversations, seeds), strict=True):
             case.rounds = round_
             if gen.ok:
                 case.captions.append(gen.text)

@@ -39,16 +39,15 @@ class AreaStage(Stage):
     log: str = ""
     fail_image: str = ""  # an image id that raises (per-image error)
 
-    def process(self, unit: UnitInput) -> StageResult:
+    def process_unit(self, unit: UnitInput) -> StageResult:
         _log(self.log, self.name, unit.unit_id)
+        return super().process_unit(unit)
 
-        def row(image_id: str) -> dict:
-            if image_id == self.fail_image:
-                raise ValueError(f"refusing {image_id}")
-            r = unit.image_row(image_id)
-            return {"image_id": image_id, "area": r["width"] * r["height"] * self.scale}
-
-        return self.per_image(unit, row)
+    def process_image(self, unit: UnitInput, image_id: str) -> dict:
+        if image_id == self.fail_image:
+            raise ValueError(f"refusing {image_id}")
+        r = unit.image_row(image_id)
+        return {"image_id": image_id, "area": r["width"] * r["height"] * self.scale}
 
 
 @dataclass
@@ -64,7 +63,7 @@ class DoubleStage(Stage):
     fail_unit: str = ""  # a unit id on which the whole stage raises after doing some work
     kill_unit: str = ""  # a unit id on which the worker process dies (SIGKILL) every time: Ray backend only
 
-    def process(self, unit: UnitInput) -> StageResult:
+    def process_unit(self, unit: UnitInput) -> StageResult:
         _log(self.log, self.name, unit.unit_id)
         if unit.unit_id == self.kill_unit:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -86,21 +85,18 @@ class PixelStage(Stage):
 
     log: str = ""
 
-    def process(self, unit: UnitInput) -> StageResult:
+    def process_unit(self, unit: UnitInput) -> StageResult:
         _log(self.log, self.name, unit.unit_id)
-        rows = []
-        errors = []
-        for i in unit.image_ids:
-            px = unit.pixels(i)
-            rows.append(
-                {
-                    "image_id": i,
-                    "mean": float(px.mean()),
-                    "double": unit.input_row("t_double", i)["double"],
-                    "shape": list(px.shape),
-                }
-            )
-        return StageResult(self.to_table(rows), errors)
+        return super().process_unit(unit)
+
+    def process_image(self, unit: UnitInput, image_id: str) -> dict:
+        px = unit.pixels(image_id)
+        return {
+            "image_id": image_id,
+            "mean": float(px.mean()),
+            "double": unit.input_row("t_double", image_id)["double"],
+            "shape": list(px.shape),
+        }
 
 
 __all__ = ["AreaStage", "DoubleStage", "PixelStage", "ErrorRecord", "executions"]

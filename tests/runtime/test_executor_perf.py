@@ -16,7 +16,7 @@ from grand_engine.io.store import OutputStore
 from grand_engine.runtime import executor
 from grand_engine.runtime.executor import PixelCache, UnitRunner, new_objects_gc, pixel_cache_budget
 from grand_engine.runtime.plan import make_units
-from grand_engine.runtime.stage import Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Stage, UnitInput
 from grand_engine.schema import table_schema
 from grand_engine.stages.images import ImagesStage
 from tests.conftest import write_sa1b_tar
@@ -32,11 +32,10 @@ class _PixelSum(Stage):
     schema = table_schema(("total", pa.int64()))
     needs_pixels = True
 
-    def process(self, unit: UnitInput) -> StageResult:
-        arrays = [unit.pixels(i) for i in unit.image_ids]
-        SEEN.setdefault(self.name, []).extend(arrays)
-        rows = [{"image_id": i, "total": int(a.sum())} for i, a in zip(unit.image_ids, arrays, strict=True)]
-        return StageResult(self.to_table(rows))
+    def process_image(self, unit: UnitInput, image_id: str) -> dict:
+        array = unit.pixels(image_id)
+        SEEN.setdefault(self.name, []).append(array)
+        return {"image_id": image_id, "total": int(array.sum())}
 
 
 @dataclass
@@ -172,9 +171,9 @@ def test_runner_calls_process_inside_the_gc_scope(tmp_path, units):
     seen: list[int] = []
 
     class Probe(PixelSumA):
-        def process(self, unit):
+        def process_unit(self, unit):
             seen.append(gc.get_freeze_count())
-            return super().process(unit)
+            return super().process_unit(unit)
 
     runner = _runner(tmp_path, [], budget=0)
     runner.stages["t_cache_a"] = Probe.configure()

@@ -72,6 +72,7 @@ def test_editing_a_prompt_file_changes_the_fingerprint(tmp_path, monkeypatch):
 
     import grand_engine.resources as resources
     import grand_engine.runtime.pipeline as pipeline_mod
+    import grand_engine.runtime.stage as stage_mod
     from grand_engine.runtime.pipeline import compute_fingerprints
     from grand_engine.runtime.stage import Stage
     from grand_engine.schema import table_schema
@@ -84,6 +85,7 @@ def test_editing_a_prompt_file_changes_the_fingerprint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(resources, "resource_dir", lambda kind: tmp_path)
     monkeypatch.setattr(pipeline_mod, "resource_dir", lambda kind: tmp_path)
+    monkeypatch.setattr(stage_mod, "resource_dir", lambda kind: tmp_path)
     (tmp_path / "question.txt").write_text("What is in the image?")
     stage = PromptedStage.configure()
     assert stage.prompt_files() == ["question.txt"]

@@ -39,8 +39,7 @@ def unit_of(graphs: dict[str, tuple[str | None, int]]) -> UnitInput:
 
 
 def scripted_stage(llm: ScriptedLLM, batch_size: int = 8, **params) -> DenseCaption:
-    stage = DenseCaption.configure(params, resources={"batch_size": batch_size})
-    stage.llm = llm
+    stage = DenseCaption.configure(params, resources={"batch_size": batch_size}, llm=llm)
     stage.setup()
     return stage
 
@@ -177,8 +176,7 @@ def test_tiny_llama_truncation_is_recorded_never_dropped(tiny_dir: Path) -> None
         ("b", "TruncatedCompletion"),
     ]
 
-    lenient = DenseCaption.configure({**params, "accept_truncated": True}, models={"llm": spec})
-    lenient.llm = strict.llm  # same loaded model
+    lenient = DenseCaption.configure({**params, "accept_truncated": True}, models={"llm": spec}, llm=strict.llm)
     lenient.setup()
     rows = lenient.process(unit).table.to_pylist()
     assert [(r["finish_reason"], r["attempts"], r["max_tokens_used"]) for r in rows] == [("length", 2, 6)] * 2

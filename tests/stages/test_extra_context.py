@@ -91,8 +91,7 @@ def test_prompt_and_examples() -> None:
 def test_stage_rows_and_faults() -> None:
     sixteen = " ".join(f"Fact {i}." for i in range(16))
     llm = ScriptedLLM(context=["Cats like warm places. They nap a lot.", sixteen, "", ""])
-    stage = ExtraContext.configure({"seed": 2}, resources={"batch_size": 32})
-    stage.llm = llm
+    stage = ExtraContext.configure({"seed": 2}, resources={"batch_size": 32}, llm=llm)
     stage.setup()
     level2 = pa.Table.from_pylist(
         [

