@@ -34,9 +34,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import ROOT, header, run_in_process, write_demo_photo_shard  # noqa: E402
+from common import (
+    build_tiny_checkpoints,
+    child_env,
+    header,
+    last_json_line,
+    run_in_process,
+    tiny_run_command,
+    write_demo_photo_shard,
+)
 
 LEVELS = "1-4"
 
@@ -46,6 +52,7 @@ LEVELS = "1-4"
 
 def inprocess(shard: str, tiny_dir: str) -> dict[str, Any]:
     """Run every stage of ``--levels 1-4`` of the tiny manifest in this process; seconds per stage."""
+    # deferred: only the child process that measures the in-process baseline imports the runtime
     from grand_engine.config import load_manifest
     from grand_engine.io.sa1b import index_shard
     from grand_engine.runtime.pipeline import build_pipeline, parse_levels
@@ -68,7 +75,7 @@ def inprocess(shard: str, tiny_dir: str) -> dict[str, Any]:
 def ray_startup() -> dict[str, float]:
     """Seconds of ``ray.init`` (local), one actor-pool round trip whose actor imports the stages, and shutdown."""
     t0 = time.perf_counter()
-    import ray
+    import ray  # deferred: the import is part of what is measured
     from ray.data import ActorPoolStrategy
 
     t1 = time.perf_counter()
@@ -98,36 +105,13 @@ def ray_startup() -> dict[str, float]:
 def child(*args: str, env: dict[str, str]) -> dict[str, Any]:
     """Run this script in a child process with ``--child ARGS``; return its JSON result and wall seconds."""
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", *args], env=env, capture_output=True, text=True, check=False
-    )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall": wall}
+    result = last_json_line([sys.executable, __file__, "--child", *args], env, f"child {args[0]}")
+    return {**result, "wall": time.perf_counter() - start}
 
 
 def cli_run(shard: Path, out: Path, tiny_dir: Path, backend: str, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
     """``grand-engine run`` as a user types it; wall seconds and the per-stage seconds of its records."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "grand_engine.cli",
-        "run",
-        "--shards",
-        str(shard),
-        "--out",
-        str(out),
-        "--levels",
-        LEVELS,
-        "--manifest",
-        "tiny",
-        "--var",
-        f"llm_dir={tiny_dir}/llama",
-        "--backend",
-        backend,
-        "--no-progress",
-    ]
+    cmd = tiny_run_command(shard, out, tiny_dir, "--backend", backend)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
@@ -158,26 +142,16 @@ def main() -> int:
         cwd = root / "cwd"  # a folder named like a packaged manifest would shadow it: run from an empty one
         cwd.mkdir()
         tiny_dir = root / "models" / "tiny"
-        env = {
-            **os.environ,
-            "GRAND_TINY_DIR": str(tiny_dir),
-            "HF_HUB_OFFLINE": "1",
+        env = child_env(
+            GRAND_TINY_DIR=str(tiny_dir),
+            HF_HUB_OFFLINE="1",
             # One intra-op thread per process in every variant: what Ray gives the fused CPU pool on a 2-core
             # machine (OMP_NUM_THREADS = its whole-number CPU ask), and the setting that keeps a shared machine's
             # figures stable (OpenMP workers spin-waiting for a core another job holds make runs up to 10x slower).
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-            "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", "1"),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "grand_engine.cli", "models", "tiny", str(tiny_dir)],
-            env=env,
-            cwd=cwd,
-            check=True,
-            capture_output=True,
+            OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+            MKL_NUM_THREADS=os.environ.get("MKL_NUM_THREADS", "1"),
         )
-        built = time.perf_counter() - start
+        built = build_tiny_checkpoints(tiny_dir, env, cwd)
         shard = write_demo_photo_shard(root / "shards" / "sa_000000.tar", args.images)
         print(f"fresh tiny checkpoints built in {built:.1f} s; {args.images} demo-photo images (≤ 640 px), one unit")
 

@@ -23,15 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import header
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from grand_engine.grandf.exports import export  # noqa: E402
-from grand_engine.io import rle  # noqa: E402
-from grand_engine.runtime.stage import UnitInput  # noqa: E402
-from grand_engine.stages.grandf import GrandF  # noqa: E402
-from tests.grandf.level4 import (  # noqa: E402
+from grand_engine.grandf.exports import export
+from grand_engine.io import rle
+from grand_engine.io.store import OutputStore
+from grand_engine.runtime.stage import UnitInput
+from grand_engine.stages.grandf import GrandF
+from tests.grandf.level4 import (
     detail,
     images_table,
     level4_row,
@@ -101,8 +100,6 @@ def synthetic_row(image_id: str, n: int, args: argparse.Namespace, pool: list, r
 
 
 def build_output(root: Path, args: argparse.Namespace) -> float:
-    from grand_engine.io.store import OutputStore
-
     rng = np.random.default_rng(0)
     pool = mask_pool(args.width, args.height, 64, rng)
     store = OutputStore(root)
@@ -131,7 +128,7 @@ def main() -> int:
     p.add_argument("--keep", default=None, help="keep the output and exports in this folder")
     p.add_argument("--memory", action="store_true", help="also measure each export's peak Python allocations")
     args = p.parse_args()
-
+    header("bench_export")
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-export-"))
     try:
         seconds = build_output(work / "out", args)

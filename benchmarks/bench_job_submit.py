@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import ROOT, header
 
-from tests.conftest import write_sa1b_tar  # noqa: E402
-from tests.runtime.local_cluster import LocalCluster  # noqa: E402
+from tests.conftest import write_sa1b_tar
+from tests.runtime.local_cluster import LocalCluster
 
 STAGES = ("images", "sa1b")
 
@@ -56,7 +54,7 @@ def measure(name: str, cmd: list[str], cluster: LocalCluster, out: Path, submiss
     already = progress(out)[0] > 0  # a resubmission: only its end time means something
     start = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     first_record = first_unit = None
     while True:
@@ -90,7 +88,7 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=8, help="work units (16 images each; default 8)")
     parser.add_argument("--repeat", type=int, default=2, help="rounds of direct/job/resubmit (default 2)")
     args = parser.parse_args()
-
+    header("bench_job_submit")
     with tempfile.TemporaryDirectory(prefix="bench-job-") as tmp:
         root = Path(tmp)
         shards = root / "shards"

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import resource
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -26,8 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests import this module as benchmarks.bench_many_masks
+
+from common import add_member, box_rle_counts, child_env, last_json_line  # noqa: E402
+
+from grand_engine.io import rle  # noqa: E402
+
+__all__ = ["box_rle_counts", "many_masks_shard"]  # box_rle_counts: the tests' box masks
+
 PIPELINE = textwrap.dedent(
     """
     name: many-masks
@@ -38,19 +44,6 @@ PIPELINE = textwrap.dedent(
 )
 
 
-def box_rle_counts(height: int, width: int, x1: int, y1: int, w: int, h: int) -> list[int]:
-    """Canonical uncompressed column-major COCO run lengths of the box ``[x1, x1+w) × [y1, y1+h)``."""
-    if h == height:  # full-height columns: one run of ones
-        counts = [x1 * height, w * height]
-    else:
-        counts = [x1 * height + y1]
-        for _ in range(w - 1):
-            counts += [h, height - h]
-        counts.append(h)
-    tail = height * width - sum(counts)
-    return counts + [tail] if tail else counts
-
-
 def many_masks_shard(
     folder: Path, n_masks: int = 5000, width: int = 1500, height: int = 2250, seed: int = 0
 ) -> tuple[Path, list[dict[str, Any]]]:
@@ -58,10 +51,6 @@ def many_masks_shard(
 
     Returns the tar and, per mask, its ``id``, xyxy ``bbox_xyxy`` and ``area`` (for checking).
     """
-    from PIL import Image
-
-    from grand_engine.io import rle
-
     rng = np.random.default_rng(seed)
     sizes = rng.integers(10, 401, size=(n_masks, 2))
     anns, expected = [], []
@@ -87,15 +76,14 @@ def many_masks_shard(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "sa_000000.tar"
     with tarfile.open(path, "w") as tar:
-        for name, data in (("sa_1.jpg", buf.getvalue()), ("sa_1.json", json.dumps(doc).encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+        add_member(tar, "sa_1.jpg", buf.getvalue())
+        add_member(tar, "sa_1.json", json.dumps(doc).encode())
     return path, expected
 
 
 def _child(shard: str, out: str, manifest: str) -> None:
     """Run the pipeline once in this process and print JSON figures (called in a fresh interpreter)."""
+    # deferred: only the child process runs the pipeline (its imports are in the RSS it reports)
     from grand_engine.config import load_manifest
     from grand_engine.runtime.run import run
 
@@ -135,13 +123,12 @@ def main() -> int:
         build = time.perf_counter() - t0
         manifest = tmp_path / "many_masks.yaml"
         manifest.write_text(PIPELINE)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         cmd = [sys.executable, __file__, "--child", str(shard), str(tmp_path / "out"), str(manifest)]
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            print(result.stdout, result.stderr, file=sys.stderr)
+        try:
+            figures = last_json_line(cmd, child_env(), "the images+sa1b run")
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
             return 1
-        figures = json.loads(result.stdout.strip().splitlines()[-1])
         json_mb = (tmp_path / "shards" / "sa_000000.tar").stat().st_size / 1e6
         naive_gb = args.masks * args.width * args.height / 1e9
         print(

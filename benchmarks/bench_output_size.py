@@ -26,22 +26,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from common import SA1B_HEIGHT, SA1B_WIDTH, header, polygon_annotations
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from common import SA1B_HEIGHT, SA1B_WIDTH, header, polygon_annotations  # noqa: E402
-
-from grand_engine.grandf.exports import export  # noqa: E402
-from grand_engine.grandf.records import grand_record  # noqa: E402
-from grand_engine.io.store import OutputStore  # noqa: E402
-from grand_engine.stages.level1 import LEVEL1_SCHEMA, affordances_for  # noqa: E402
-from grand_engine.stages.level2 import LEVEL2_SCHEMA  # noqa: E402
-from grand_engine.stages.level3 import LEVEL3_SCHEMA  # noqa: E402
-from grand_engine.stages.level4 import LEVEL4_SCHEMA  # noqa: E402
-from grand_engine.stages.masks import MASKS_SCHEMA  # noqa: E402
-from grand_engine.stages.sa1b import SA1BStage  # noqa: E402
-from tests.grandf.level4 import detail, images_table, obj, verification, write_stage  # noqa: E402
+from grand_engine.grandf.exports import export
+from grand_engine.grandf.records import grand_record
+from grand_engine.io.store import OutputStore
+from grand_engine.stages.level1 import LEVEL1_SCHEMA, affordances_for
+from grand_engine.stages.level2 import LEVEL2_SCHEMA
+from grand_engine.stages.level3 import LEVEL3_SCHEMA
+from grand_engine.stages.level4 import LEVEL4_SCHEMA
+from grand_engine.stages.masks import MASKS_SCHEMA
+from grand_engine.stages.sa1b import SA1BStage, parse_annotations
+from tests.grandf.level4 import detail, images_table, obj, verification, write_stage
 
 NOUNS = "person dog car tree bicycle bench umbrella bag kite boat house lamp cup chair table bird".split()
 ADJECTIVES = "red small wooden old bright dark tall round striped shiny rusty white".split()
@@ -193,8 +189,6 @@ def main() -> int:
             }
             raw = json.dumps(doc).encode()
             sa1b_json += len(raw)
-            from grand_engine.stages.sa1b import parse_annotations
-
             sa1b_rows_table.append({"image_id": r["image_id"], **parse_annotations(raw, SA1B_WIDTH, SA1B_HEIGHT)})
         side = {"masks": masks, "sa1b": pa.Table.from_pylist(sa1b_rows_table, schema=SA1BStage.schema)}
         for name, table in side.items():

@@ -31,11 +31,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from common import add_member, build_tiny_checkpoints, child_env, header, tiny_run_command
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import ROOT, header  # noqa: E402
 
 
 def write_shards(folder: Path, n_images: int, per_shard: int = 1000) -> None:
@@ -46,14 +43,13 @@ def write_shards(folder: Path, n_images: int, per_shard: int = 1000) -> None:
         with tarfile.open(folder / f"sa_{s // per_shard:06d}.tar", "w") as tar:
             for i in range(s, min(s + per_shard, n_images)):
                 ann = json.dumps({"image": {"image_id": i, "width": 8, "height": 8}, "annotations": []}).encode()
-                for name, data in ((f"sa_{i}.jpg", jpeg), (f"sa_{i}.json", ann)):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+                add_member(tar, f"sa_{i}.jpg", jpeg)
+                add_member(tar, f"sa_{i}.json", ann)
 
 
 def write_done_records(out: Path, plan) -> int:
     """Record every (stage, unit) of ``plan`` as done with its current fingerprint; returns the count."""
+    # deferred, like the imports in main(): the runtime is imported after GRAND_TINY_DIR is set
     from grand_engine.runtime.manifests import StageRecord, manifest_path
     from grand_engine.runtime.plan import unit_fingerprint
 
@@ -96,15 +92,11 @@ def main() -> int:
         # into the fingerprints, as a real no-op run does).
         tiny = str(Path(tmp) / "models" / "tiny")
         os.environ["GRAND_TINY_DIR"] = tiny
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        subprocess.run(
-            [sys.executable, "-m", "grand_engine.cli", "models", "tiny", tiny],
-            env=env,
-            capture_output=True,
-            check=True,
-        )
+        env = child_env()
+        build_tiny_checkpoints(tiny, env)
         variables = {"llm_dir": f"{tiny}/llama"}
 
+        # deferred: imported once GRAND_TINY_DIR points at the checkpoints just built
         from grand_engine.config import load_manifest
         from grand_engine.io.store import OutputStore
         from grand_engine.runtime.pipeline import build_pipeline, parse_levels
@@ -133,29 +125,7 @@ def main() -> int:
                 again = make_plan(pipeline, [str(shards)], OutputStore(out), unit_size=args.unit_size)
                 warm.append(time.perf_counter() - start)
                 assert again.pairs_todo() == 0, again.pairs_todo()
-            cmd = [
-                sys.executable,
-                "-m",
-                "grand_engine.cli",
-                "run",
-                "--shards",
-                str(shards),
-                "--out",
-                str(out),
-                "--levels",
-                "1-4",
-                "--manifest",
-                "tiny",
-                "--var",
-                f"llm_dir={variables['llm_dir']}",
-                "--unit-size",
-                str(args.unit_size),
-                "--no-progress",
-            ]
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            }
+            cmd = tiny_run_command(shards, out, tiny, "--unit-size", str(args.unit_size))
             start = time.perf_counter()
             proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=False)
             whole = time.perf_counter() - start

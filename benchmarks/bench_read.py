@@ -35,29 +35,24 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from common import SA1B_HEIGHT, SA1B_WIDTH, header, interleaved, write_sa1b_shard
+from PIL import Image
+from pycocotools import mask as mask_api
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from common import SA1B_HEIGHT, SA1B_WIDTH, header, interleaved, write_sa1b_shard  # noqa: E402
-
-from grand_engine.io import rle  # noqa: E402
-from grand_engine.io.images import decode_image  # noqa: E402
-from grand_engine.io.sa1b import LocatorReader, index_shard  # noqa: E402
-from grand_engine.io.store import OutputStore  # noqa: E402
-from grand_engine.runtime.executor import UnitRunner, pixel_cache_budget  # noqa: E402
-from grand_engine.runtime.plan import make_units  # noqa: E402
-from grand_engine.runtime.stage import Stage, StageResult, UnitInput  # noqa: E402
-from grand_engine.schema import table_schema  # noqa: E402
-from grand_engine.stages.images import ImagesStage  # noqa: E402
-from grand_engine.stages.sa1b import SA1BStage, parse_annotations  # noqa: E402
+from grand_engine.io import rle
+from grand_engine.io.images import decode_image
+from grand_engine.io.sa1b import LocatorReader, index_shard
+from grand_engine.io.store import OutputStore
+from grand_engine.runtime.executor import UnitRunner, pixel_cache_budget
+from grand_engine.runtime.plan import make_units
+from grand_engine.runtime.stage import Stage, StageResult, UnitInput
+from grand_engine.schema import table_schema
+from grand_engine.stages.images import ImagesStage
+from grand_engine.stages.sa1b import SA1BStage, parse_annotations
 
 
 def bare(shard: Path) -> int:
     """tarfile streaming + Pillow + json + pycocotools; returns the number of images read."""
-    from PIL import Image
-    from pycocotools import mask as mask_api
-
     pending: dict[str, dict[str, bytes]] = {}
     done = 0
     with tarfile.open(shard, "r|") as tar:
@@ -181,9 +176,6 @@ def engine_stages(shard: Path, out: Path) -> int:
 
 def breakdown(shard: Path, repeat: int) -> list[tuple[str, float, float]]:
     """(part, bare ms, engine ms) per image for the first image pair, best of ``repeat``."""
-    from PIL import Image
-    from pycocotools import mask as mask_api
-
     with tarfile.open(shard) as tar:
         jpg_member, json_member = tar.getmembers()[:2]
         jpg, raw = tar.extractfile(jpg_member).read(), tar.extractfile(json_member).read()

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import header
 
-from grand_engine.io.store import OutputStore  # noqa: E402
-from tests.io.s3_server import MotoServer  # noqa: E402
+from grand_engine.io.store import OutputStore
+from tests.io.s3_server import MotoServer
 
 
 def timed_writes(store: OutputStore, size: int, count: int, threads: int, prefix: str) -> tuple[float, int]:
@@ -59,7 +57,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="writer threads for the parallel rows (default 4)")
     parser.add_argument("--records", type=int, default=300, help="manifest records to commit (default 300)")
     args = parser.parse_args()
-
+    header("bench_s3")
     with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp:
         server = MotoServer(Path(tmp) / "requests.log")
         try:

