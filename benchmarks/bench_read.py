@@ -45,7 +45,7 @@ from grand_engine.io.sa1b import LocatorReader, index_shard
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.executor import UnitRunner, pixel_cache_budget
 from grand_engine.runtime.plan import make_units
-from grand_engine.runtime.stage import Stage, StageResult, UnitInput
+from grand_engine.runtime.stage import Stage, UnitInput
 from grand_engine.schema import table_schema
 from grand_engine.stages.images import ImagesStage
 from grand_engine.stages.sa1b import SA1BStage, parse_annotations
@@ -98,15 +98,12 @@ class ConsumeStage(Stage):
     schema = table_schema(("pixels", pa.int64()), ("mask_pixels", pa.int64()))
     needs_pixels = True
 
-    def process(self, unit: UnitInput) -> StageResult:
-        def row(image_id: str) -> dict:
-            pixels = unit.pixels(image_id)
-            anns = unit.input_row("sa1b", image_id)["annotations"]
-            masks = rle.decode([a["segmentation"] for a in anns])
-            assert masks.shape[1:] == pixels.shape[:2]
-            return {"image_id": image_id, "pixels": int(pixels.shape[0] * pixels.shape[1]), "mask_pixels": len(anns)}
-
-        return self.per_image(unit, row)
+    def process_image(self, unit: UnitInput, image_id: str) -> dict:
+        pixels = unit.pixels(image_id)
+        anns = unit.input_row("sa1b", image_id)["annotations"]
+        masks = rle.decode([a["segmentation"] for a in anns])
+        assert masks.shape[1:] == pixels.shape[:2]
+        return {"image_id": image_id, "pixels": int(pixels.shape[0] * pixels.shape[1]), "mask_pixels": len(anns)}
 
 
 @dataclass
@@ -117,8 +114,8 @@ class _PixelsOnly(Stage):
     schema = table_schema(("mean", pa.float64()))
     needs_pixels = True
 
-    def process(self, unit: UnitInput) -> StageResult:
-        return self.per_image(unit, lambda i: {"image_id": i, "mean": float(unit.pixels(i)[::64, ::64, 0].mean())})
+    def process_image(self, unit: UnitInput, image_id: str) -> dict:
+        return {"image_id": image_id, "mean": float(unit.pixels(image_id)[::64, ::64, 0].mean())}
 
 
 @dataclass
