@@ -81,6 +81,7 @@ class PipelineManifest(BaseModel):
     variables: dict[str, str] = Field(default_factory=dict)
     seed: int = 0
     unit_size: int = Field(default=128, ge=1)
+    input: str = "images"  # the input kind (grand_engine.io.inputs): what --shards names and the root stage
     stages: dict[str, StageSpec]
 
 

@@ -1,4 +1,4 @@
-"""Named registries of the things a package can add to grand-engine: stages, model families, export formats.
+"""Named registries of what a package can add to grand-engine: stages, model families, export formats, inputs.
 
 A :class:`Registry` maps a name to an object. Objects arrive two ways:
 
@@ -25,6 +25,7 @@ T = TypeVar("T")
 STAGE_GROUP = "grand_engine.stages"
 MODEL_FAMILY_GROUP = "grand_engine.model_families"
 EXPORT_FORMAT_GROUP = "grand_engine.exports"
+INPUT_KIND_GROUP = "grand_engine.inputs"
 
 
 class PluginError(RuntimeError):

@@ -103,14 +103,16 @@ def test_help_lists_examples(capsys):
 def test_trust_remote_code_is_announced_loudly(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from grand_engine.cli.pipeline import _check_models
+    from grand_engine.cli import configure_logging
     from grand_engine.config import ModelSpec
+    from grand_engine.runtime.run import check_models
 
     pinned = ModelSpec(id=str(tmp_path), family="depth", trust_remote_code=True, revision="abc123")
     unpinned = ModelSpec(id=str(tmp_path), family="depth", trust_remote_code=True)
     safe = ModelSpec(id=str(tmp_path), family="depth")
     pipeline = SimpleNamespace(stages={"depth": SimpleNamespace(models={"a": pinned, "b": unpinned, "c": safe})})
-    _check_models(pipeline)
+    configure_logging(0)  # the command line's configuration: warnings reach stderr, one line each
+    check_models(pipeline)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2
     assert err[0].startswith("WARNING: depth.a") and "no revision pinned" not in err[0]

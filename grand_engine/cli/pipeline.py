@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from grand_engine.config import ConfigError, PipelineManifest, load_manifest
-
-if TYPE_CHECKING:
-    from grand_engine.io.store import OutputStore
+from typing import Any
 
 from grand_engine.cli.common import EXAMPLES, parse_vars
+from grand_engine.config import ConfigError, load_manifest
 
 
 def _add_run_options(p: argparse.ArgumentParser, rerun: bool = False) -> None:
@@ -25,6 +21,12 @@ def _add_run_options(p: argparse.ArgumentParser, rerun: bool = False) -> None:
         sel.add_argument("--levels", help="levels to produce with all their ancestors: 1-4, 2, 1-3, …")
         sel.add_argument("--stages", help="comma-separated stage names to run (with their ancestors)")
         p.add_argument("--unit-size", type=int, default=None, help="images per work unit (default: manifest, 128)")
+        p.add_argument(
+            "--input",
+            default=None,
+            help="input kind: images (SA-1B tars or image folders; the default) or one a plugin adds; "
+            "default: the manifest's `input`",
+        )
         p.add_argument(
             "--set",
             dest="overrides",
@@ -54,119 +56,64 @@ def _add_run_options(p: argparse.ArgumentParser, rerun: bool = False) -> None:
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
 
 
+@dataclass
+class RunCommand:
+    """What ``run`` (and ``rerun``, which repeats the recorded one) asks for; recorded in ``run.json``."""
+
+    manifest: str
+    shards: list[str]
+    overrides: list[str] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    levels: str | None = None
+    stages: str | None = None
+    input: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {"cli": asdict(self)}
+
+
 def _execute(
-    args: argparse.Namespace,
-    manifest_ref: str,
-    shards: list[str],
-    out: str,
-    overrides: list[str],
-    variables: dict[str, str],
-    levels: str | None,
-    stages: str | None,
-    unit_size: int | None,
-    rerun_stage: str | None = None,
+    args: argparse.Namespace, command: RunCommand, out: str, unit_size: int | None, rerun_stage: str | None = None
 ) -> int:
-    from grand_engine.io.store import OutputStore
-    from grand_engine.runtime.lock import output_lock
+    """Run ``command`` through the driver (:func:`grand_engine.runtime.run.run`) and print what it did."""
+    from grand_engine.cli.console import ConsoleReport  # deferred: the driver imports pyarrow and the stages' deps
+    from grand_engine.runtime.pipeline import parse_levels
+    from grand_engine.runtime.run import run
 
-    manifest = load_manifest(manifest_ref, overrides=overrides, variables=variables)
-    store = OutputStore(out)
-    store.check_writable()
-    # One driver per output: held from planning (and rerun's invalidation) to the last commit.
-    with output_lock(store, force=getattr(args, "force_unlock", False)):
-        return _plan_and_execute(
-            args, manifest, manifest_ref, store, shards, overrides, variables, levels, stages, unit_size, rerun_stage
-        )
-
-
-def _plan_and_execute(
-    args: argparse.Namespace,
-    manifest: PipelineManifest,
-    manifest_ref: str,
-    store: OutputStore,
-    shards: list[str],
-    overrides: list[str],
-    variables: dict[str, str],
-    levels: str | None,
-    stages: str | None,
-    unit_size: int | None,
-    rerun_stage: str | None,
-) -> int:
-    from grand_engine.runtime.pipeline import build_pipeline, parse_levels
-    from grand_engine.runtime.plan import make_plan
-    from grand_engine.runtime.run import check_unit_size, execute, invalidate_stage
-
-    size = unit_size or manifest.unit_size
-    check_unit_size(store, size)
-    pipeline = build_pipeline(
+    manifest = load_manifest(command.manifest, overrides=command.overrides, variables=command.variables)
+    if command.input:
+        manifest = manifest.model_copy(update={"input": command.input})
+    _, summary = run(
         manifest,
-        levels=parse_levels(levels) if levels else None,
-        stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+        command.shards,
+        out,
+        levels=parse_levels(command.levels) if command.levels else None,
+        stages=[s.strip() for s in command.stages.split(",") if s.strip()] if command.stages else None,
+        unit_size=unit_size,
+        max_units=args.max_units,
+        backend=args.backend,
+        address=args.address,
+        progress=not args.no_progress,
+        force_unlock=getattr(args, "force_unlock", False),
+        rerun_stage=rerun_stage,
+        run_info=command.record(),
+        observer=ConsoleReport(),
     )
-    _check_models(pipeline)
-    plan = make_plan(pipeline, shards, store, size, args.max_units)
-    if rerun_stage:
-        removed = invalidate_stage(pipeline, plan, store, rerun_stage)
-        print(f"invalidated {len(removed)} (stage, unit) records of {rerun_stage!r} and its descendants")
-        plan = make_plan(pipeline, shards, store, size, args.max_units)
-    print(
-        f"{len(plan.units)} units from {len(plan.shards)} shard(s); {plan.pairs_todo()} (stage, unit) tasks to run "
-        f"over {len(pipeline.order)} stages"
-    )
-    cli_info = {
-        "cli": {
-            "manifest": manifest_ref,
-            "shards": shards,
-            "overrides": overrides,
-            "variables": variables,
-            "levels": levels,
-            "stages": stages,
-        }
-    }
-    summary = execute(
-        plan, store, backend=args.backend, address=args.address, progress=not args.no_progress, extra_run_info=cli_info
-    )
-    print(summary.table())
-    print(f"outputs: {store.uri}")
+    print(f"outputs: {out}")
     return 0 if summary.ok else 1
 
 
-def _check_models(pipeline) -> None:
-    """Fail fast, before any work, when a checkpoint of the selected stages cannot be resolved."""
-    from grand_engine.models.base import check_checkpoint
-
-    missing = []
-    for name, stage in pipeline.stages.items():
-        for slot, spec in stage.models.items():
-            if spec.trust_remote_code:
-                print(
-                    f"WARNING: {name}.{slot} ({spec.id}) sets trust_remote_code: the checkpoint's own Python code will "
-                    f"run in every worker{'' if spec.revision else ' (no revision pinned: the code can change under you)'}",
-                    file=sys.stderr,
-                )
-            result = check_checkpoint(spec)
-            if not result.found:
-                missing.append(f"  {name}.{slot}: {spec.id} — {result.message}")
-    if missing:
-        raise ConfigError(
-            "missing model checkpoints:\n"
-            + "\n".join(missing)
-            + "\n(for the tiny manifest run `grand-engine models tiny` first)"
-        )
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    return _execute(
-        args,
-        args.manifest,
-        args.shards,
-        args.out,
-        args.overrides,
-        parse_vars(args.variables),
-        args.levels,
-        args.stages,
-        args.unit_size,
+    command = RunCommand(
+        manifest=args.manifest,
+        shards=args.shards,
+        overrides=args.overrides,
+        variables=parse_vars(args.variables),
+        levels=args.levels,
+        stages=args.stages,
+        input=args.input,
     )
+    return _execute(args, command, args.out, args.unit_size)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -180,19 +127,10 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     cli = info.get("cli") or {}
     if not cli:
         raise ConfigError(f"{args.out}/run.json does not record the command line; use `grand-engine run` instead")
-    shards = args.shards or cli["shards"]
-    return _execute(
-        args,
-        cli["manifest"],
-        shards,
-        args.out,
-        cli.get("overrides") or [],
-        cli.get("variables") or {},
-        cli.get("levels"),
-        cli.get("stages"),
-        info.get("unit_size"),
-        rerun_stage=args.stage,
-    )
+    command = RunCommand(**{k: v for k, v in cli.items() if k in RunCommand.__dataclass_fields__})
+    if args.shards:
+        command.shards = args.shards
+    return _execute(args, command, args.out, info.get("unit_size"), rerun_stage=args.stage)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -246,7 +184,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if tiny_dir is not None:
         variables["tiny_dir"] = str(tiny_dir)
     ns = argparse.Namespace(max_units=None, backend=args.backend, address=None, no_progress=args.no_progress)
-    code = _execute(ns, "tiny", [str(shard_dir)], str(root / "output"), [], variables, args.levels, None, None)
+    command = RunCommand(manifest="tiny", shards=[str(shard_dir)], variables=variables, levels=args.levels)
+    code = _execute(ns, command, str(root / "output"), None)
     print(f"demo output: {root / 'output'}  (try: grand-engine status {root / 'output'})")
     return code
 

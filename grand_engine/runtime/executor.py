@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,6 @@ from grand_engine.io.sa1b import Locator, read_locator
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.faults import fault_point
 from grand_engine.runtime.manifests import StageRecord, data_path, errors_path, host_name, now_iso
-from grand_engine.runtime.pipeline import ROOT_STAGE
 from grand_engine.runtime.plan import Unit, unit_fingerprint
 from grand_engine.runtime.stage import ErrorRecord, Stage, StageResult, UnitInput
 from grand_engine.schema import ERRORS_SCHEMA
@@ -155,8 +155,10 @@ class UnitRunner:
         fingerprints: dict[str, str],
         retries: int = 1,
         pixel_cache_bytes: int | None = None,
+        root: str = "images",
     ) -> None:
         self.store = store
+        self.root = root  # the root stage: it reads the unit's members, every other stage reads its table
         self.stages = stages
         self.fingerprints = fingerprints
         self.retries = retries
@@ -188,10 +190,10 @@ class UnitRunner:
 
     def build_input(self, name: str, unit: Unit) -> UnitInput:
         stage = self.stages[name]
-        if name == ROOT_STAGE:
+        if name == self.root:
             return UnitInput(unit.unit_id, stage.schema.empty_table(), members=unit.members)
-        images = self.table(ROOT_STAGE, unit.unit_id)
-        inputs = {req: self.table(req, unit.unit_id) for req in stage.inputs() if req != ROOT_STAGE}
+        images = self.table(self.root, unit.unit_id)
+        inputs = {req: self.table(req, unit.unit_id) for req in stage.inputs() if req != self.root}
         keep = images.column("image_id")
         for tbl in inputs.values():
             keep = pc.filter(keep, pc.is_in(keep, value_set=tbl.column("image_id")))
@@ -235,7 +237,7 @@ class UnitRunner:
                     table, errors = self.check_result(stage, unit_input, result)
                 self._write(name, unit.unit_id, table, errors, record)
                 record.status = "done"
-                record.images = len(unit_input.image_ids) if name != ROOT_STAGE else len(unit.members)
+                record.images = len(unit_input.image_ids) if name != self.root else len(unit.members)
                 record.rows = table.num_rows
                 record.errors = len(errors)
                 record.error_types = dict(Counter(e.error_type for e in errors)) or None
@@ -245,6 +247,7 @@ class UnitRunner:
                 self._discard(name, unit.unit_id)
         if record.status != "done" and last_exc is not None:
             record.message = f"{type(last_exc).__name__}: {last_exc}"
+            record.traceback = "".join(traceback.format_exception(last_exc))
         record.seconds = round(time.perf_counter() - start, 4)
         record.finished_at = now_iso()
         return record
@@ -269,7 +272,7 @@ class UnitRunner:
         if dupes:
             raise StageOutputError(f"stage {stage.name!r} returned several rows for image(s) {dupes[:5]}")
         errors = list(result.errors)
-        if stage.name == ROOT_STAGE:
+        if stage.name == self.root:
             return table, errors
         expected = unit_input.image_ids
         unknown = sorted(set(ids) - set(expected))

@@ -27,7 +27,7 @@ def run_inline(plan: Plan, store: OutputStore, on_record, progress: bool = True)
     manifest record there), so a crash loses at most the (stage, unit) in flight.
     """
     pipeline = plan.pipeline
-    runner = UnitRunner(store, pipeline.stages, pipeline.fingerprints)
+    runner = UnitRunner(store, pipeline.stages, pipeline.fingerprints, root=pipeline.root)
     total = plan.pairs_todo()
     with tqdm(total=total, desc="stages×units", unit="task", disable=not progress or total == 0) as bar:
         for unit in plan.pending:

@@ -281,33 +281,12 @@ class OutputLock:
         )
 
 
-_held: dict[tuple[str, int], tuple[OutputLock, int]] = {}
-_held_guard = threading.Lock()
-
-
 @contextlib.contextmanager
 def output_lock(store: OutputStore, force: bool = False, **kwargs: float) -> Iterator[OutputLock]:
-    """Hold the lock of ``store`` for the block; re-entrant within one thread (the CLI takes it before
-    planning and :func:`~grand_engine.runtime.run.execute` takes it again around the run)."""
-    key = (store.uri, threading.get_ident())
-    with _held_guard:
-        entry = _held.get(key)
-        if entry is not None:
-            _held[key] = (entry[0], entry[1] + 1)
-    if entry is not None:
-        try:
-            yield entry[0]
-        finally:
-            with _held_guard:
-                lock, depth = _held[key]
-                _held[key] = (lock, depth - 1)
-        return
+    """Hold the lock of ``store`` for the block (the driver, :func:`grand_engine.runtime.run.run`, takes it once
+    around planning and execution); a second acquisition, even by the same process, is refused."""
     lock = OutputLock(store, force=force, **kwargs).acquire()
-    with _held_guard:
-        _held[key] = (lock, 1)
     try:
         yield lock
     finally:
-        with _held_guard:
-            _held.pop(key, None)
         lock.release()

@@ -63,9 +63,13 @@ class StageRecord:
     finished_at: str = ""
     message: str = ""  # failure reason (status failed/skipped)
     error_types: dict[str, int] | None = None
+    traceback: str = ""  # the full traceback of a failure (kept in _failures/, never in a done record)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        if not data["traceback"]:
+            del data["traceback"]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageRecord:

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from grand_engine.config import ConfigError, ModelSpec, PipelineManifest
+from grand_engine.io.inputs import InputKind, get_input_kind
 from grand_engine.resources import resource_dir
 from grand_engine.runtime.stage import Stage, get_stage_class, topological_order
 
 ROOT_STAGE = "images"
+"""The root stage of the default input kind (``images``)."""
 _SAMPLE = 256 * 1024
 
 
@@ -92,6 +94,12 @@ class Pipeline:
     manifest: PipelineManifest
     stages: dict[str, Stage]  # every stage of the DAG that the selection needs, topological order
     fingerprints: dict[str, str] = field(default_factory=dict)
+    input_kind: InputKind = field(default_factory=lambda: get_input_kind("images"))
+
+    @property
+    def root(self) -> str:
+        """The root stage: it turns a unit's shard members into the table every other stage reads."""
+        return self.input_kind.root_stage
 
     @property
     def order(self) -> list[str]:
@@ -152,8 +160,15 @@ def build_pipeline(
             configured[name] = cls.configure(params, dict(spec.models), spec.resources.overrides())
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"manifest {manifest.name!r}, stage {name!r}: {exc}") from None
-    if ROOT_STAGE not in configured:
-        raise ConfigError(f"manifest {manifest.name!r} must enable the {ROOT_STAGE!r} stage (the shard reader)")
+    try:
+        input_kind = get_input_kind(manifest.input)
+    except KeyError as exc:
+        raise ConfigError(f"manifest {manifest.name!r}: {exc.args[0]}") from None
+    if input_kind.root_stage not in configured:
+        raise ConfigError(
+            f"manifest {manifest.name!r} must enable the {input_kind.root_stage!r} stage "
+            f"(the reader of input kind {input_kind.name!r})"
+        )
     graph = {name: stage.inputs() for name, stage in configured.items()}
     for name, reqs in graph.items():
         missing = [r for r in reqs if r not in configured]
@@ -190,7 +205,7 @@ def build_pipeline(
                 selected.add(req)
                 frontier.append(req)
     ordered = {name: configured[name] for name in order if name in selected}
-    pipeline = Pipeline(manifest=manifest, stages=ordered)
+    pipeline = Pipeline(manifest=manifest, stages=ordered, input_kind=input_kind)
     pipeline.fingerprints = compute_fingerprints(ordered)
     return pipeline
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from grand_engine.config import ConfigError
-from grand_engine.io.sa1b import Member, ShardIndex, index_shard, list_shards
+from grand_engine.io.inputs import IMAGES, InputKind
+from grand_engine.io.sa1b import Member, ShardIndex
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.manifests import INDEX, read_record
 from grand_engine.runtime.pipeline import Pipeline
@@ -70,21 +71,24 @@ def shard_identity(index: ShardIndex) -> str:
     return h.hexdigest()[:12]
 
 
-def load_index(path: Path, store: OutputStore | None) -> ShardIndex:
-    """Index a shard, reusing the copy cached under ``OUT/_index`` when the tar is unchanged."""
+def load_index(path: Path, store: OutputStore | None, kind: InputKind = IMAGES) -> ShardIndex:
+    """Index a shard with ``kind``, reusing the copy cached under ``OUT/_index`` when the file is unchanged."""
     st = path.stat()
     cache_rel = None
     if store is not None and path.is_file():
         cache_rel = f"{INDEX}/{path.stem}.json"
         try:
             cached = json.loads(store.read_text(cache_rel))
-            if cached["path"] == str(path) and cached["size"] == st.st_size and cached["mtime_ns"] == st.st_mtime_ns:
+            same_file = cached["path"] == str(path) and cached["size"] == st.st_size
+            if same_file and cached["mtime_ns"] == st.st_mtime_ns and cached.get("input", IMAGES.name) == kind.name:
                 return ShardIndex.from_json(cached["index"])
         except (FileNotFoundError, KeyError, ValueError, TypeError):
             pass
-    index = index_shard(path)
+    index = kind.index_shard(path)
     if cache_rel is not None and store is not None:
         payload = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "index": index.to_json()}
+        if kind.name != IMAGES.name:
+            payload["input"] = kind.name
         store.write_text(cache_rel, json.dumps(payload))
     return index
 
@@ -152,9 +156,11 @@ def make_plan(
     unit_size: int,
     max_units: int | None = None,
 ) -> Plan:
-    """List and index the shards, cut units and decide what each unit still needs."""
-    paths = list_shards(shard_specs)
-    indexes = [load_index(p, store) for p in paths]
+    """List and index the shards (as the pipeline's input kind reads them), cut units and decide what each unit
+    still needs."""
+    kind = pipeline.input_kind
+    paths = kind.list_shards(shard_specs)
+    indexes = [load_index(p, store, kind) for p in paths]
     units = make_units(indexes, unit_size, max_units)
     fill_todo(pipeline, units, store)
     return Plan(pipeline=pipeline, units=units, shards=[os.fspath(p) for p in paths], unit_size=unit_size)

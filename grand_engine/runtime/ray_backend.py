@@ -53,10 +53,12 @@ def compute_kwargs(replicas: int) -> dict[str, Any]:
 class StageWorker:
     """A Ray Data callable class running one segment of stages (one GPU stage, or adjacent CPU stages)."""
 
-    def __init__(self, store_uri: str, stages: dict[str, Stage], fingerprints: dict[str, str]) -> None:
+    def __init__(
+        self, store_uri: str, stages: dict[str, Stage], fingerprints: dict[str, str], root: str = "images"
+    ) -> None:
         self.stages = stages
         self.fingerprints = fingerprints
-        self.runner = UnitRunner(OutputStore(store_uri), stages, fingerprints)
+        self.runner = UnitRunner(OutputStore(store_uri), stages, fingerprints, root=root)
         import ray
 
         # Which node ran each (stage, unit): host name plus the Ray node id's prefix (several Ray nodes
@@ -237,6 +239,7 @@ def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = Non
                     "store_uri": store.uri,
                     "stages": members,
                     "fingerprints": pipeline.fingerprints,
+                    "root": pipeline.root,
                 },
                 num_cpus=num_cpus,
                 num_gpus=gpus or None,

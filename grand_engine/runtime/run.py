@@ -1,8 +1,15 @@
-"""Driving a run: plan, execute on a backend, commit manifest records, summarise; status and rerun."""
+"""The driver: one way to run a pipeline, used by the command line, the tests and Ray jobs.
+
+:func:`run` takes the output's lock, checks the unit size and the model checkpoints, plans (optionally invalidating a
+stage first, for ``rerun``), executes the plan on a backend while committing each (stage, unit) record, and returns
+the plan and a :class:`RunSummary`. A :class:`RunObserver` receives the plan, every record and the summary as they
+happen (the command line's console display is one). :func:`status` reads the records of an output.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +32,8 @@ from grand_engine.runtime.pipeline import Pipeline, build_pipeline, engine_versi
 from grand_engine.runtime.plan import Plan, make_plan
 
 BACKENDS = ("ray", "inline")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,6 +73,19 @@ class RunSummary:
         return "\n".join(lines)
 
 
+class RunObserver:
+    """Receives a run's events as they happen. Every method does nothing by default; override what you need."""
+
+    def planned(self, plan: Plan, invalidated: list[tuple[str, str]]) -> None:
+        """The plan is made (``invalidated``: the records a rerun removed first)."""
+
+    def record(self, record: StageRecord) -> None:
+        """A (stage, unit) finished, failed or was skipped; its record is already committed."""
+
+    def finished(self, summary: RunSummary) -> None:
+        """The run ended (also when units failed)."""
+
+
 def write_run_json(store: OutputStore, plan: Plan, extra: dict[str, Any]) -> None:
     """Snapshot the resolved configuration, versions and seed (``run.json`` + ``_runs/<time>.json``)."""
     pipeline = plan.pipeline
@@ -100,32 +122,21 @@ def check_unit_size(store: OutputStore, unit_size: int) -> None:
 def execute(
     plan: Plan,
     store: OutputStore,
+    lock: OutputLock,
     backend: str = "ray",
     address: str | None = None,
     progress: bool = True,
     extra_run_info: dict[str, Any] | None = None,
-    force_unlock: bool = False,
+    observer: RunObserver | None = None,
 ) -> RunSummary:
-    """Run a plan and commit each (stage, unit) record; return the summary.
+    """Run a plan under a held output ``lock`` and commit each (stage, unit) record; return the summary.
 
-    The output's lock (:mod:`grand_engine.runtime.lock`) is held throughout: a second driver on the same
-    output raises :class:`~grand_engine.runtime.lock.OutputLockedError` instead of running.
+    The lower half of :func:`run`, for callers that plan themselves: the lock must be held for the whole call
+    (``with output_lock(store) as lock: ...``); a driver whose lock was taken over stops before its next commit.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    with output_lock(store, force=force_unlock) as lock:
-        return _execute_locked(plan, store, backend, address, progress, extra_run_info, lock)
-
-
-def _execute_locked(
-    plan: Plan,
-    store: OutputStore,
-    backend: str,
-    address: str | None,
-    progress: bool,
-    extra_run_info: dict[str, Any] | None,
-    lock: OutputLock,
-) -> RunSummary:
+    observer = observer or RunObserver()
     start = time.perf_counter()
     summary = RunSummary(units_total=len(plan.units))
     summary.units_skipped = sum(1 for u in plan.units if not u.todo)
@@ -143,7 +154,7 @@ def _execute_locked(
             stats["errors"] += record.errors
             stats["seconds"] += record.seconds
             summary.error_rows += record.errors
-            if record.stage == "images":
+            if record.stage == plan.pipeline.root:
                 summary.images += record.rows
         else:
             if record.status == "failed":
@@ -155,24 +166,57 @@ def _execute_locked(
                         f"too: {exc}"
                     ) from exc
                 summary.failures.append(record)
+                log.warning("%s %s failed: %s", record.stage, record.unit_id, record.message)
+                log.debug("%s %s traceback:\n%s", record.stage, record.unit_id, record.traceback)
             stats["failed"] += 1
             failed_units.add(record.unit_id)
+        observer.record(record)
 
     store.remove_orphans()
-    write_run_json(store, plan, {"backend": backend, **(extra_run_info or {})})
+    write_run_json(store, plan, {"backend": backend, "input": plan.pipeline.input_kind.name, **(extra_run_info or {})})
+    log.info("running %d (stage, unit) tasks on the %s backend", plan.pairs_todo(), backend)
     if backend == "inline":
         from grand_engine.runtime.inline import run_inline
 
         run_inline(plan, store, on_record, progress=progress)
     else:
-        from grand_engine.runtime.ray_backend import run_ray
+        from grand_engine.runtime.ray_backend import run_ray  # deferred: only this backend imports Ray
 
         run_ray(plan, store, on_record, address=address, progress=progress)
     fault_point("driver.before_summary")
     summary.units_failed = len(failed_units)
     summary.units_done = len(plan.pending) - summary.units_failed
     summary.seconds = time.perf_counter() - start
+    observer.finished(summary)
     return summary
+
+
+def check_models(pipeline: Pipeline) -> None:
+    """Fail fast, before any work, when a checkpoint of the pipeline's stages cannot be resolved; warn once per
+    model slot that runs the checkpoint's own code (``trust_remote_code``)."""
+    from grand_engine.models.base import check_checkpoint  # deferred: the model layer imports torch
+
+    missing = []
+    for name, stage in pipeline.stages.items():
+        for slot, spec in stage.models.items():
+            if spec.trust_remote_code:
+                pinned = "" if spec.revision else " (no revision pinned: the code can change under you)"
+                log.warning(
+                    "%s.%s (%s) sets trust_remote_code: the checkpoint's own Python code will run in every worker%s",
+                    name,
+                    slot,
+                    spec.id,
+                    pinned,
+                )
+            result = check_checkpoint(spec)
+            if not result.found:
+                missing.append(f"  {name}.{slot}: {spec.id} — {result.message}")
+    if missing:
+        raise ConfigError(
+            "missing model checkpoints:\n"
+            + "\n".join(missing)
+            + "\n(for the tiny manifest run `grand-engine models tiny` first)"
+        )
 
 
 def run(
@@ -187,16 +231,53 @@ def run(
     address: str | None = None,
     progress: bool = True,
     force_unlock: bool = False,
+    rerun_stage: str | None = None,
+    models_check: bool = True,
+    run_info: dict[str, Any] | None = None,
+    observer: RunObserver | None = None,
 ) -> tuple[Plan, RunSummary]:
-    """Plan and execute under the output's lock: the library form of ``grand-engine run``."""
+    """Plan and execute a run under the output's lock: ``grand-engine run`` (and ``rerun``) as a function.
+
+    The order: take the lock; refuse a unit size other than the output's; configure the pipeline (``levels`` or
+    ``stages`` select, with ancestors); resolve the shard specs; check every model checkpoint (``models_check``);
+    plan; with
+    ``rerun_stage``, remove the records of that stage and its descendants and plan again; execute. ``run_info`` is
+    recorded in ``run.json`` (the command line records itself there so ``rerun`` can repeat it).
+    """
     store = OutputStore(out)
     store.check_writable()
-    with output_lock(store, force=force_unlock):
+    observer = observer or RunObserver()
+    with output_lock(store, force=force_unlock) as lock:
         size = unit_size or manifest.unit_size
         check_unit_size(store, size)
         pipeline = build_pipeline(manifest, levels=levels, stages=stages)
+        pipeline.input_kind.list_shards(shards)  # a mistyped --shards fails here, before the model check
+        if models_check:
+            check_models(pipeline)
         plan = make_plan(pipeline, shards, store, size, max_units)
-        summary = execute(plan, store, backend=backend, address=address, progress=progress)
+        invalidated: list[tuple[str, str]] = []
+        if rerun_stage:
+            invalidated = invalidate_stage(pipeline, plan, store, rerun_stage)
+            log.info("invalidated %d records of %r and its descendants", len(invalidated), rerun_stage)
+            plan = make_plan(pipeline, shards, store, size, max_units)
+        log.info(
+            "%d units from %d shard(s); %d (stage, unit) tasks to run over %d stages",
+            len(plan.units),
+            len(plan.shards),
+            plan.pairs_todo(),
+            len(pipeline.order),
+        )
+        observer.planned(plan, invalidated)
+        summary = execute(
+            plan,
+            store,
+            lock,
+            backend=backend,
+            address=address,
+            progress=progress,
+            extra_run_info=run_info,
+            observer=observer,
+        )
     return plan, summary
 
 

@@ -189,7 +189,8 @@ def test_heartbeat_refreshes_and_notices_a_takeover(tmp_path):
         first.release()
 
 
-def test_output_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(tmp_path):
+def test_output_lock_is_exclusive_even_within_one_process(tmp_path):
+    """The driver takes the lock once; a second acquisition (same thread or another) is refused, not nested."""
     store = OutputStore(tmp_path / "out")
     errors: list[BaseException] = []
 
@@ -200,10 +201,11 @@ def test_output_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(tmp_p
         except OutputLockedError as exc:
             errors.append(exc)
 
-    with output_lock(store) as outer:
-        with output_lock(store) as inner:
-            assert inner is outer
-        assert read_lock(store).token == outer.info.token  # the inner exit did not release
+    with output_lock(store) as held:
+        with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
+            with output_lock(store):
+                pass
+        assert read_lock(store).token == held.info.token  # the refused attempt did not disturb the lock
         t = threading.Thread(target=other_thread)
         t.start()
         t.join()
@@ -222,7 +224,7 @@ def test_execute_stops_committing_once_the_lock_is_lost(shards, test_manifest, t
         (out / LOCK_FILE).write_text(json.dumps({**json.loads((out / LOCK_FILE).read_text()), "token": "t-new"}))
         lock.refresh()
         with pytest.raises(LockLostError):
-            execute(plan, store, backend="inline", progress=False)
+            execute(plan, store, lock, backend="inline", progress=False)
     assert not (out / MANIFESTS).exists()
     assert executions(log) == []  # the root stage ran first; its record was refused, nothing followed
 

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 
 from grand_engine.config import load_manifest
 from grand_engine.io.store import OutputStore
+from grand_engine.runtime.lock import output_lock
 from grand_engine.runtime.manifests import data_path, invalidate, iter_records, manifest_path
 from grand_engine.runtime.pipeline import build_pipeline
 from grand_engine.runtime.plan import make_plan
@@ -66,7 +67,8 @@ def test_rerun_stage_recomputes_it_and_descendants_only(shards, test_manifest, t
     removed = invalidate_stage(pipeline, plan, store, "t_double")
     assert sorted({s for s, _ in removed}) == ["t_double", "t_pixels"]
     replan = make_plan(pipeline, [str(shards)], store, unit_size=2)
-    execute(replan, store, backend="inline", progress=False)
+    with output_lock(store) as lock:
+        execute(replan, store, lock, backend="inline", progress=False)
     ran = executions(log)
     assert sorted({s for s, _ in ran}) == ["t_double", "t_pixels"]
     assert len(ran) == 2 * len(plan.units)
