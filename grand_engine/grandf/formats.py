@@ -138,7 +138,6 @@ class ExportFormat:
     description: ClassVar[str] = ""  # one line, shown by ``grand-engine export --help``
     table: ClassVar[str] = "level"  # the stage read: a stage name, or "level" for level3/level4 (``level`` option)
     file_name: ClassVar[str] = ""  # the output's name when DEST is an existing folder
-    per_image: ClassVar[bool] = False  # one record per image, written in one of LAYOUTS
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -271,8 +270,6 @@ class PerImageFormat(ExportFormat):
 
     Subclasses implement :meth:`payload` (``None``: nothing to export for this image) and :meth:`check`.
     """
-
-    per_image = True
 
     def payload(self, row: dict[str, Any]) -> Any:
         raise NotImplementedError
