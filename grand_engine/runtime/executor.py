@@ -145,6 +145,46 @@ def errors_table(stage: str, unit_id: str, errors: list[ErrorRecord]) -> pa.Tabl
     )
 
 
+def check_result(
+    stage: Stage, unit_input: UnitInput, result: StageResult, root: bool = False
+) -> tuple[pa.Table, list[ErrorRecord]]:
+    """Enforce the stage contract on one result: the declared schema, one row per image, no unknown or duplicate
+    ids, and (except for the ``root`` stage, which creates the images) every input image accounted for by a row or an
+    error row — an image with neither gets a ``MissingOutput`` error row, and an image with an error row loses its
+    row."""
+    if not isinstance(result, StageResult):
+        raise StageOutputError(f"stage {stage.name!r} returned {type(result).__name__}, expected StageResult")
+    table = result.table
+    missing_cols = [f.name for f in stage.schema if f.name not in table.column_names]
+    if missing_cols:
+        raise StageOutputError(f"stage {stage.name!r} table lacks columns {missing_cols}")
+    try:
+        table = table.select(stage.schema.names).cast(stage.schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+        raise StageOutputError(f"stage {stage.name!r} table does not match its schema: {exc}") from exc
+    ids = table.column("image_id").to_pylist()
+    dupes = [i for i, n in Counter(ids).items() if n > 1]
+    if dupes:
+        raise StageOutputError(f"stage {stage.name!r} returned several rows for image(s) {dupes[:5]}")
+    errors = list(result.errors)
+    if root:
+        return table, errors
+    expected = unit_input.image_ids
+    unknown = sorted(set(ids) - set(expected))
+    if unknown:
+        raise StageOutputError(f"stage {stage.name!r} returned rows for images it was not given: {unknown[:5]}")
+    accounted = set(ids) | {e.image_id for e in errors}
+    for image_id in expected:
+        if image_id not in accounted:
+            errors.append(ErrorRecord(image_id, "MissingOutput", f"stage {stage.name!r} returned no row for it"))
+    if errors:
+        # An image with an error row has no row: it is excluded downstream.
+        bad = {e.image_id for e in errors}
+        if bad & set(ids):
+            table = table.filter(pc.invert(pc.is_in(table.column("image_id"), value_set=pa.array(sorted(bad)))))
+    return table, errors
+
+
 class UnitRunner:
     """Executes configured stages on units against one output store."""
 
@@ -234,7 +274,7 @@ class UnitRunner:
                 with new_objects_gc():
                     result = stage.process(unit_input)
                     fault_point("executor.after_process")
-                    table, errors = self.check_result(stage, unit_input, result)
+                    table, errors = check_result(stage, unit_input, result, root=name == self.root)
                 self._write(name, unit.unit_id, table, errors, record)
                 record.status = "done"
                 record.images = len(unit_input.image_ids) if name != self.root else len(unit.members)
@@ -251,43 +291,6 @@ class UnitRunner:
         record.seconds = round(time.perf_counter() - start, 4)
         record.finished_at = now_iso()
         return record
-
-    def check_result(
-        self, stage: Stage, unit_input: UnitInput, result: StageResult
-    ) -> tuple[pa.Table, list[ErrorRecord]]:
-        """Enforce the contract: declared schema, one row per image, no unknown or duplicate ids,
-        and every input image accounted for by a row or an error row."""
-        if not isinstance(result, StageResult):
-            raise StageOutputError(f"stage {stage.name!r} returned {type(result).__name__}, expected StageResult")
-        table = result.table
-        missing_cols = [f.name for f in stage.schema if f.name not in table.column_names]
-        if missing_cols:
-            raise StageOutputError(f"stage {stage.name!r} table lacks columns {missing_cols}")
-        try:
-            table = table.select(stage.schema.names).cast(stage.schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
-            raise StageOutputError(f"stage {stage.name!r} table does not match its schema: {exc}") from exc
-        ids = table.column("image_id").to_pylist()
-        dupes = [i for i, n in Counter(ids).items() if n > 1]
-        if dupes:
-            raise StageOutputError(f"stage {stage.name!r} returned several rows for image(s) {dupes[:5]}")
-        errors = list(result.errors)
-        if stage.name == self.root:
-            return table, errors
-        expected = unit_input.image_ids
-        unknown = sorted(set(ids) - set(expected))
-        if unknown:
-            raise StageOutputError(f"stage {stage.name!r} returned rows for images it was not given: {unknown[:5]}")
-        accounted = set(ids) | {e.image_id for e in errors}
-        for image_id in expected:
-            if image_id not in accounted:
-                errors.append(ErrorRecord(image_id, "MissingOutput", f"stage {stage.name!r} returned no row for it"))
-        if errors:
-            # An image with an error row has no row: it is excluded downstream.
-            bad = {e.image_id for e in errors}
-            if bad & set(ids):
-                table = table.filter(pc.invert(pc.is_in(table.column("image_id"), value_set=pa.array(sorted(bad)))))
-        return table, errors
 
     def _write(self, name: str, unit_id: str, table: pa.Table, errors: list[ErrorRecord], record: StageRecord) -> None:
         if errors:

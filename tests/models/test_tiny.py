@@ -142,9 +142,15 @@ def test_random_weights_is_true_only_for_folders_built_here(tiny_dir: Path, tmp_
     assert not tiny.random_weights(tmp_path / "missing")
 
 
-def test_every_family_module_registers_its_families() -> None:
-    for family, module in base.FAMILY_MODULES.items():
+def test_every_declared_family_loads_its_adapter() -> None:
+    """pyproject.toml declares each built-in family in the grand_engine.model_families entry-point group."""
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["project"]["entry-points"]["grand_engine.model_families"]
+    assert {"clip", "depth", "detector", "llm", "owl", "sam", "spacy", "vlm"} <= set(declared)
+    for family, target in declared.items():
         cls = base.adapter_class(family)
-        assert cls.family == family and cls.__module__ == module
+        assert cls.family == family and f"{cls.__module__}:{cls.__qualname__}" == target
     with pytest.raises(KeyError, match="unknown model family 'nope'.*depth"):
         base.adapter_class("nope")
