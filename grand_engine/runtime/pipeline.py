@@ -18,6 +18,7 @@ from typing import Any
 
 from grand_engine.config import ConfigError, ModelSpec, PipelineManifest
 from grand_engine.io.inputs import InputKind, get_input_kind
+from grand_engine.registry import PluginError
 from grand_engine.resources import resource_dir
 from grand_engine.runtime.stage import Stage, get_stage_class, topological_order
 
@@ -153,6 +154,8 @@ def build_pipeline(
             cls = get_stage_class(name)
         except KeyError as exc:
             raise ConfigError(f"manifest {manifest.name!r}: {exc.args[0]}") from None
+        except PluginError as exc:
+            raise ConfigError(f"manifest {manifest.name!r}: {exc}") from None
         params = dict(spec.params)
         if "seed" in cls.param_names() and "seed" not in params:
             params["seed"] = manifest.seed  # one seed for the run (recorded in run.json) unless a stage sets its own
