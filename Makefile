@@ -29,6 +29,7 @@ browser:
 
 test: setup browser
 	$(BIN)/ruff check grand_engine tests benchmarks
+	$(BIN)/ruff format --check grand_engine tests benchmarks
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: setup
