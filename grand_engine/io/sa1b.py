@@ -35,7 +35,7 @@ from __future__ import annotations
 import glob as globlib
 import os
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -90,6 +90,9 @@ class Member:
     annotation: Locator | None  # the same-stem .json
     error_type: str | None = None  # set when this entry cannot be processed
     error: str | None = None  # human message naming the member and the reason
+    # Further data of the element by role, for input kinds with more than one annotation file per element (a video's
+    # "auto" masklets next to its "manual" ones); empty for SA-1B.
+    extra: dict[str, Locator] = field(default_factory=dict, hash=False)
 
     @property
     def ok(self) -> bool:
@@ -110,6 +113,7 @@ class Member:
             annotation=loc(d.get("annotation")),
             error_type=d.get("error_type"),
             error=d.get("error"),
+            extra={str(k): loc(v) for k, v in (d.get("extra") or {}).items()},
         )
 
 
@@ -169,21 +173,25 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _expand_dir(folder: Path) -> list[Path]:
+def _expand_dir(folder: Path, is_member: Callable[[str], bool] = _is_image_name) -> list[Path]:
     tars = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(".tar"))
     if tars:
         return tars
-    if any(p.is_file() and _is_image_name(p.name) for p in folder.iterdir()):
+    if any(p.is_file() and is_member(p.name) for p in folder.iterdir()):
         return [folder]
     return []
 
 
-def list_shards(specs: Sequence[str | Path]) -> list[Path]:
+def list_shards(
+    specs: Sequence[str | Path], is_member: Callable[[str], bool] = _is_image_name, what: str = "image"
+) -> list[Path]:
     """Resolve shard specs to absolute shard paths, sorted and deduplicated.
 
     A spec is a ``.tar`` file, a folder holding ``*.tar`` files (those tars), a folder of images
     (the folder itself is one shard), or a glob of any of these. A spec that matches nothing raises
     :class:`FileNotFoundError` naming it; a plain file that is not a ``.tar`` raises ``ValueError``.
+    ``is_member`` tells the file names that make a folder a shard (another input kind's, e.g. videos) and
+    ``what`` names them in messages.
     """
     if isinstance(specs, (str, Path)):
         specs = [specs]
@@ -196,18 +204,18 @@ def list_shards(specs: Sequence[str | Path]) -> list[Path]:
             for m in matches:
                 p = Path(m)
                 if p.is_dir():
-                    hits.extend(_expand_dir(p))
+                    hits.extend(_expand_dir(p, is_member))
                 elif p.is_file() and p.name.lower().endswith(".tar"):
                     hits.append(p)
             if not hits:
-                raise FileNotFoundError(f"shard spec {str(spec)!r} matches no .tar file or image folder")
+                raise FileNotFoundError(f"shard spec {str(spec)!r} matches no .tar file or {what} folder")
             found.update(h.resolve() for h in hits)
             continue
         p = Path(text)
         if p.is_dir():
-            hits = _expand_dir(p)
+            hits = _expand_dir(p, is_member)
             if not hits:
-                raise FileNotFoundError(f"shard spec {str(spec)!r}: the folder holds no .tar files and no images")
+                raise FileNotFoundError(f"shard spec {str(spec)!r}: the folder holds no .tar files and no {what}s")
             found.update(h.resolve() for h in hits)
         elif p.is_file():
             if not p.name.lower().endswith(".tar"):
@@ -264,7 +272,22 @@ class _Entry:
     problem: tuple[str, str] | None = None  # (error_type, message) found while scanning
 
 
-def _index_tar(path: Path) -> ShardIndex:
+SplitName = Callable[[str], "tuple[str, str, str] | None"]
+"""``(base name, stem, kind)`` of a member name, or None for an unrelated member (see :func:`_split_name`)."""
+
+
+def _index_tar(
+    path: Path,
+    split: SplitName | None = None,
+    pair: Callable[..., list[Member]] | None = None,
+    related: str = "an image or an annotation",
+) -> ShardIndex:
+    """Index a tar's members: ``split`` classifies member names (default: SA-1B images and JSONs) and ``pair``
+    turns the classified entries into members (default: :func:`_pair`, called as ``pair(entries, shard=…,
+    strict=True, tail=…)``); another input kind passes its own. ``related`` names the members it looks for in the
+    ``EmptyShard`` message."""
+    split = split or _split_name
+    pair = pair or _pair
     stat = path.stat()
     shard = path.stem
     index = ShardIndex(shard=shard, path=str(path), kind="tar", size=stat.st_size, mtime_ns=stat.st_mtime_ns)
@@ -340,7 +363,7 @@ def _index_tar(path: Path) -> ShardIndex:
                 stopped_at = tf.offset
                 break
             read += 1
-            entry = _entry_for(path, info, stat.st_size)
+            entry = _entry_for(path, info, stat.st_size, split)
             if entry is not None:
                 entries.append(entry)
             tf.members.clear()  # keep memory flat on 10k-member shards
@@ -353,11 +376,11 @@ def _index_tar(path: Path) -> ShardIndex:
                     tail = _no_end_marker(path, shard, stat.st_size, read + len(skipped))
             else:
                 tail = _check_tail(f, path, shard, stopped_at, stat.st_size)
-    index.members = _pair(entries, shard=shard, strict=True, tail=tail) + skipped
+    index.members = pair(entries, shard=shard, strict=True, tail=tail) + skipped
     if tail is not None:
         index.members.append(tail)
     elif not index.members:
-        what = "no members at all" if read == 0 else f"{read} members, none of them an image or an annotation"
+        what = "no members at all" if read == 0 else f"{read} members, none of them {related}"
         index.members.append(_shard_error(shard, 0, "EmptyShard", f"{path}: a tar with {what}; nothing to process"))
     return index
 
@@ -423,9 +446,11 @@ def _skip_hostile_headers(f: BinaryIO, path: Path, offset: int, file_size: int) 
             return offset, skipped
 
 
-def _entry_for(path: Path, info: tarfile.TarInfo, file_size: int) -> _Entry | None:
+def _entry_for(
+    path: Path, info: tarfile.TarInfo, file_size: int, split_name: SplitName = _split_name
+) -> _Entry | None:
     name = _normalise(info.name)
-    split = _split_name(name)
+    split = split_name(name)
     if split is None or info.isdir():
         return None
     base, stem, kind = split

@@ -67,7 +67,8 @@ def shard_identity(index: ShardIndex) -> str:
     for m in index.members:
         size = m.image.size if m.image else -1
         ann = m.annotation.size if m.annotation else -1
-        h.update(f"{m.file_name}\0{size}\0{ann}\0{m.error_type or ''}\n".encode())
+        extra = "".join(f"\0{role}={loc.size}" for role, loc in sorted(m.extra.items()))  # e.g. a video's auto masklets
+        h.update(f"{m.file_name}\0{size}\0{ann}\0{m.error_type or ''}{extra}\n".encode())
     return h.hexdigest()[:12]
 
 
