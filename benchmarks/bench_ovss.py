@@ -1,6 +1,6 @@
 """Time per image of the CASS open-vocabulary segmenter (``grand_engine.ovss``, the ``ovss`` stage).
 
-1. **Measured, tiny backbones, this CPU**: the project's tiny ``clip-vit`` and ``dino-vit`` checkpoints (2-layer
+1. **Measured, tiny backbones, this CPU**: the project's tiny ``clip-vit-b16`` and ``dino-vit`` checkpoints (2-layer
    ViTs at the real 224² window and patch 16, so the window count, the graph sizes — 196 tokens — and the stitching
    and resizing of the label map are those of the real run; only the two networks are small). Images are
    ``--width × --height`` (SA-1B's 1500×2250 by default), the vocabulary ``--tags`` tags plus COCO-Stuff's 91
@@ -53,7 +53,7 @@ def measure_tiny(args: argparse.Namespace, vocabulary: tuple[str, ...]) -> dict[
     from grand_engine.models.tiny import build_one
 
     with tempfile.TemporaryDirectory() as tmp:
-        clip_dir = build_one("clip-vit", Path(tmp)).path
+        clip_dir = build_one("clip-vit-b16", Path(tmp)).path
         dino_dir = build_one("dino-vit", Path(tmp)).path
         segmenter = CassSegmenter.load(
             ModelSpec(id=str(clip_dir), family="clip", dtype="float32"),

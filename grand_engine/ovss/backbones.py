@@ -9,7 +9,7 @@ space: attention output → output projection (and layer scale) → ``ln_post`` 
 residual and MLP, as training-free CLIP segmenters do (the residual carries the global, not the local, signal).
 
 The VFM side is the ``dino`` model family (:class:`grand_engine.models.dino.DinoAdapter`), whose tiny checkpoint
-``dino-vit`` is built by :mod:`grand_engine.models.tiny.dino`; the tiny CLIP is the project's ``clip-vit``.
+``dino-vit`` is built by :mod:`grand_engine.models.tiny.dino`; the tiny CLIP is ``clip-vit-b16``.
 """
 
 from __future__ import annotations

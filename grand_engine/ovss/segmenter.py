@@ -227,7 +227,9 @@ class CassSegmenter:
         rh, rw = resized_size(height, width, cfg.short_side)
         windows = window_grid(rh, rw, self.window, self.stride)
         with torch.inference_mode():
-            pixels = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            # a read-only frame (the engine's decoded-image cache) is copied: torch wants a writable buffer
+            frame = np.require(image, requirements="W")
+            pixels = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float() / 255.0
             resized = F.interpolate(pixels, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
             patches, globals_ = self._encode_windows(resized[0], windows)  # (nW, N, E), (nW, E)
             text = torch.from_numpy(self.text_embeddings(vocab)).to(patches.device)

@@ -1,4 +1,4 @@
-"""The tiny CLIP and DINO checkpoints of the CASS tests (``clip-vit`` and ``dino-vit`` of the session's
+"""The tiny CLIP and DINO checkpoints of the CASS tests (``clip-vit-b16`` and ``dino-vit`` of the session's
 ``tiny_dir``)."""
 
 from __future__ import annotations
@@ -11,4 +11,4 @@ import pytest
 @pytest.fixture(scope="session")
 def cass_checkpoints(tiny_dir: Path) -> tuple[Path, Path]:
     """``(clip_dir, dino_dir)``."""
-    return tiny_dir / "clip-vit", tiny_dir / "dino-vit"
+    return tiny_dir / "clip-vit-b16", tiny_dir / "dino-vit"

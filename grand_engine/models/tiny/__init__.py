@@ -45,6 +45,7 @@ BUILDERS: dict[str, Builder] = {
     "grounding-dino": open_vocab.build_grounding_dino,
     "clip-vit": clip.build_clip_vit,
     "clip-eva02": clip.build_clip_eva02,
+    "clip-vit-b16": clip.build_clip_vit_b16,
     "dino-vit": dino.build_dino_vit,
     "sam-vit-tiny": sam.build_sam_vit,
     "blip2": vlm.build_blip2,

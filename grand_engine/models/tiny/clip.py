@@ -68,3 +68,16 @@ def build_clip_eva02(dest: Path) -> None:
             "custom_text": True,
         },
     )
+
+
+def build_clip_vit_b16(dest: Path) -> None:
+    """A 2-layer open_clip ViT at ViT-B-16's input (224², patch 16): the CLIP of CASS (the ``ovss`` stage), whose
+    windows, patch grid and graphs follow the CLIP input size; with the real 49,408-token BPE text vocabulary."""
+    _write_open_clip(
+        dest,
+        {
+            "embed_dim": 32,
+            "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+            "text_cfg": dict(_TEXT_CFG),
+        },
+    )
