@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from grand_engine.io import rle
+from grand_engine.quality import captions
 from grand_engine.quality.captions import CaptionScores, MeteorScorer, caption_scores
 from grand_engine.quality.text_similarity import TextEncoder, cosine_matrix
 
@@ -288,6 +289,27 @@ def evaluate_gcg(
     ids = list(gt_images)
     if not ids:
         raise ValueError("the ground truth has no images")
+    own_meteor = None
+    if meteor is True and captions.java_path() is not None:
+        # METEOR's java process spends seconds loading its paraphrase table: start it now, use it last.
+        own_meteor = meteor = MeteorScorer()
+    try:
+        return _evaluate(gt_images, predictions, gt_coco, ids, encoder, meteor, iou_threshold, text_threshold)
+    finally:
+        if own_meteor is not None:
+            own_meteor.close()
+
+
+def _evaluate(
+    gt_images: Mapping[Hashable, GCGImage],
+    predictions: Mapping[Hashable, GCGImage],
+    gt_coco: Mapping[str, Any],
+    ids: list[Hashable],
+    encoder: TextEncoder | None,
+    meteor: MeteorScorer | bool,
+    iou_threshold: float,
+    text_threshold: float,
+) -> GCGResult:
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     preds = {i: predictions.get(i) or _empty(i) for i in ids}
@@ -320,27 +342,27 @@ def evaluate_gcg(
     seconds["AP50"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    captions: CaptionScores = caption_scores(
+    caption_result: CaptionScores = caption_scores(
         {i: gt_images[i].captions for i in ids}, {i: preds[i].captions[0] for i in ids}, meteor=meteor
     )
     for i in ids:
-        per_image[i]["CIDEr"] = captions.cider_per_image[i]
+        per_image[i]["CIDEr"] = caption_result.cider_per_image[i]
     seconds["captions"] = time.perf_counter() - t0
 
-    notes = list(captions.notes)
+    notes = list(caption_result.notes)
     if ap < 0:
         notes.append("AP50 is undefined: neither the ground truth nor the predictions have a mask of category 1")
     return GCGResult(
         ap50=None if ap < 0 else ap,
-        meteor=captions.meteor,
-        cider=captions.cider,
+        meteor=caption_result.meteor,
+        cider=caption_result.cider,
         miou=miou,
         recall=recall,
         images=len(ids),
         true_positives=true_positives,
         gt_phrases=gt_phrases,
         text_model=encoder.description,
-        tokenizer=captions.tokenizer,
+        tokenizer=caption_result.tokenizer,
         per_image=per_image,
         notes=notes,
         seconds=seconds,

@@ -278,3 +278,24 @@ def test_no_mask_anywhere_leaves_ap50_undefined_and_a_single_image_has_cider_zer
     assert (result.miou, result.recall) == (0.0, 0.0)
     # CIDEr-D weighs n-grams by log(images / document frequency): with one image every weight is 0.
     assert result.cider == 0.0
+
+
+def test_the_worked_example_of_docs_quality(tmp_path, encoder):
+    preds = {
+        "sa_1": {
+            "caption": "a brown dog chases a red ball on the grass",
+            "phrases": ["a brown puppy", "a red ball"],
+            "pred_masks": [S.DOG, S.box(6, 4)],  # the ball two columns left: IoU 8/24
+        },
+        "sa_2": {
+            "caption": "a chair beside an open window",
+            "phrases": ["a wooden chair"],
+            "pred_masks": [S.box(2, 3)],
+        },
+    }
+    result = _evaluate(tmp_path, preds, encoder)
+    # docs/quality.md: AP50 (34 points at precision 1 + 33 at 2/3) / 101; mIoU ((1 + 1/3) / 2 + 0.6) / 2;
+    # recall: dog and chair match, the ball (IoU 1/3) ends sa_1's matching.
+    assert result.ap50 == pytest.approx(56 / 101)
+    assert result.miou == pytest.approx((2 / 3 + 0.6) / 2)
+    assert result.recall == pytest.approx(2 / 3)
