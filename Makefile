@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo test lint tiny bench clean
+.PHONY: setup browser java demo test lint tiny bench clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -27,7 +27,15 @@ browser:
 	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } \
 	  || echo "chromium is not installed: the explorer's browser test will be skipped"
 
-test: setup browser
+# METEOR and the PTB tokenizer of `grand-engine evaluate gcg` are java programs; Debian's default JRE is installed here
+# when running as root (CI), else their tests are skipped. (Slim images lack the man folder the JRE's setup links into.)
+java:
+	@command -v java >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (mkdir -p /usr/share/man/man1 && apt-get update -qq \
+	      && apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null) ; } \
+	  || echo "java is not installed: the METEOR and PTB tokenizer tests will be skipped"
+
+test: setup browser java
 	$(BIN)/ruff check grand_engine tests benchmarks
 	$(BIN)/ruff format --check grand_engine tests benchmarks
 	$(BIN)/pytest -q $(PYTEST_ARGS)
