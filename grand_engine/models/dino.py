@@ -11,16 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from grand_engine.models.base import Adapter, hf_load_kwargs
-from grand_engine.models.imaging import place
+from grand_engine.models.imaging import IMAGENET_MEAN, IMAGENET_STD, place
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DinoAdapter"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-"""ImageNet normalisation, DINO's (used when a checkpoint's image processor does not state its own)."""
 
 _KEY_PROJECTIONS = ("attention.k_proj", "attention.attention.key", "attention.key", "attn.k_proj")
 """Where the last layer's key projection sits in a transformers ViT-family layer (the name changed across versions);

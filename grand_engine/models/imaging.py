@@ -14,6 +14,14 @@ from typing import Any
 
 import numpy as np
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""ImageNet normalisation (DINO, DPT-family depth, Grounding DINO, Florence-2, SAM)."""
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+"""OpenAI CLIP normalisation (CLIP, EVA-CLIP, OWL-ViT, OWLv2, LLaVA, BLIP-2, Kosmos-2)."""
+
 
 @dataclass
 class Detections:

@@ -1,7 +1,7 @@
 """The segment-anything architectures (family ``sam``): what network a SAM checkpoint's state dict belongs to.
 
 :data:`SAM_VARIANTS` mirrors Meta's ``sam_model_registry`` (``vit_h``, ``vit_l``, ``vit_b``) with the build
-arguments made explicit, plus ``tiny`` (256-pixel input) for CI. A checkpoint folder may describe its network in
+arguments made explicit, plus ``tiny`` (a small encoder at the same 1024-pixel input) for CI. A checkpoint folder may describe its network in
 ``sam_config.json``: ``{"model_type": ..., "weights": ...}`` or ``{"build": {SamArch fields}, "weights": ...}``.
 The SAM adapter and the tiny checkpoint builder both build networks here, so tiny and real checkpoints load
 through the same code.
@@ -39,13 +39,14 @@ SAM_VARIANTS: dict[str, SamArch] = {
     "vit_h": SamArch(1280, 32, 16, (7, 15, 23, 31)),
     "vit_l": SamArch(1024, 24, 16, (5, 11, 17, 23)),
     "vit_b": SamArch(768, 12, 12, (2, 5, 8, 11)),
-    # CI variant: 256-pixel input (the predictor and AMG read img_size from the encoder).
+    # CI variant: a 2-block encoder of width 32 at the real 1024-pixel input, so the predictor and the automatic mask
+    # generator resize and pad exactly as for vit_h (they read img_size from the encoder).
     "tiny": SamArch(
         32,
         2,
         2,
         (1,),
-        img_size=256,
+        img_size=1024,
         prompt_embed_dim=32,
         window_size=14,
         mlp_ratio=2.0,

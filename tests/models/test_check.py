@@ -46,10 +46,9 @@ def test_grand_manifest_reports_every_missing_checkpoint(empty_hub: Path) -> Non
     assert len(lines) == len(checks) + 1
     assert lines[checks.index(next(c for c in checks if c.stage == "depth"))].startswith("depth.depth")
     assert "missing" in lines[0] and "Intel/dpt-beit-large-512" in text
-    assert (
-        lines[-1]
-        == f"{len(checks) - len(missing(checks))} of {len(checks)} checkpoints found, {len(missing(checks))} missing"
-    )
+    found = len(checks) - len(missing(checks))
+    assert lines[-1].startswith(f"{found} of {len(checks)} checkpoints found (")
+    assert lines[-1].endswith(f"), {len(missing(checks))} missing")
 
 
 def test_local_checkpoints_and_disabled_stages(tmp_path: Path) -> None:
@@ -68,5 +67,55 @@ def test_local_checkpoints_and_disabled_stages(tmp_path: Path) -> None:
     assert "grand-engine models tiny" in checks[1].result.message
     text = format_checks(checks)
     assert text.splitlines()[0].split()[:2] == ["depth.depth", "found"]
-    assert text.splitlines()[-1] == "1 of 2 checkpoints found, 1 missing"
+    assert text.splitlines()[-1] == "1 of 2 checkpoints found (0 B), 1 missing"
     assert format_checks([]) == "no model slots in the enabled stages"
+
+
+def _card(license_lines: str) -> str:
+    return f"---\n{license_lines}\ntags: [vision]\n---\n# A model\n\nlicense: not-this-one\n"
+
+
+def test_found_checkpoints_report_size_and_card_license(tmp_path: Path, empty_hub: Path) -> None:
+    local = tmp_path / "local-model"
+    local.mkdir()
+    (local / "model.safetensors").write_bytes(b"x" * 1500)
+    (local / "README.md").write_text(_card("license: cc-by-nc-4.0"))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "weights.pth").write_bytes(b"y" * 10)
+    # a Hugging Face cache entry: a snapshot whose files link to blobs
+    repo = empty_hub / "hf" / "hub" / "models--org--cached"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    for name, data in {
+        "config.json": b"{}" * 50,
+        "README.md": _card("license: other\nlicense_name: sam-license").encode(),
+    }.items():
+        blob = repo / "blobs" / f"blob-{name}"
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(blob)
+    manifest = PipelineManifest(
+        name="t",
+        stages={
+            "a": StageSpec(models={"m": ModelSpec(id=str(local), family="depth")}),
+            "b": StageSpec(models={"m": ModelSpec(id=str(bare / "weights.pth"), family="sam")}),
+            "c": StageSpec(models={"m": ModelSpec(id="org/cached", family="vlm")}),
+            "d": StageSpec(models={"m": ModelSpec(id="en_core_web_sm", family="spacy")}),
+        },
+    )
+    checks = check_manifest(manifest)
+    assert all(c.found for c in checks)
+    a, b, c, d = (x.result for x in checks)
+    card_bytes = len(_card("license: cc-by-nc-4.0").encode())
+    assert (a.bytes, a.license) == (1500 + card_bytes, "cc-by-nc-4.0")  # the front matter, not the body
+    assert (b.bytes, b.license) == (10, None)
+    hub_card = _card("license: other\nlicense_name: sam-license").encode()
+    assert (c.bytes, c.license) == (100 + len(hub_card), "other (sam-license)")
+    assert d.bytes > 1_000_000 and d.license == "MIT"  # the installed spaCy package's metadata
+    lines = format_checks(checks).splitlines()
+    assert lines[0].split()[:5] == ["a.m", "found", "depth", f"{(1500 + card_bytes) / 1e3:.2f}", "kB"]
+    assert "cc-by-nc-4.0" in lines[0]
+    assert "no license stated" in lines[1] and "other (sam-license)" in lines[2]

@@ -1,4 +1,4 @@
-"""segment-anything adapter on the tiny SAM (256-pixel input)."""
+"""segment-anything adapter on the tiny SAM (the real 1024-pixel input)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_box_prompts_by_hand() -> None:
 
 
 def test_segment_boxes_are_xyxy_prompts(sam: SamAdapter, two_images: list[np.ndarray]) -> None:
-    assert sam.img_size == 256
+    assert sam.img_size == 1024  # the real SAM input side
     image = two_images[0]
     boxes = np.array([[30, 20, 150, 100], [0, 0, 60, 50], [100, 60, 290, 190]], dtype=np.float32)
     masks, ious = sam.segment_boxes_with_scores(image, boxes)

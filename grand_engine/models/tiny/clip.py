@@ -7,10 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from grand_engine.models.imaging import seeded
+from grand_engine.models.imaging import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, seeded
 
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 
 
@@ -25,8 +23,8 @@ def _write_open_clip(dest: Path, model_cfg: dict[str, Any]) -> None:
     with seeded(0):
         model = (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**cfg).eval()
     preprocess = {
-        "mean": list(_OPENAI_MEAN),
-        "std": list(_OPENAI_STD),
+        "mean": list(OPENAI_CLIP_MEAN),
+        "std": list(OPENAI_CLIP_STD),
         "interpolation": "bicubic",
         "resize_mode": "shortest",
     }
@@ -39,12 +37,13 @@ def _write_open_clip(dest: Path, model_cfg: dict[str, Any]) -> None:
 
 
 def build_clip_vit(dest: Path) -> None:
-    """A 2-layer ViT-B/16-style open_clip model at 224² with the real 49,408-token BPE text vocabulary."""
+    """A 2-layer open_clip ViT at EVA02-L-14-336's input (336², patch 14) with the real 49,408-token BPE text
+    vocabulary."""
     _write_open_clip(
         dest,
         {
             "embed_dim": 32,
-            "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+            "vision_cfg": {"image_size": 336, "layers": 2, "width": 64, "head_width": 32, "patch_size": 14},
             "text_cfg": dict(_TEXT_CFG),
         },
     )
@@ -52,7 +51,8 @@ def build_clip_vit(dest: Path) -> None:
 
 def build_clip_eva02(dest: Path) -> None:
     """An EVA02-CLIP-style model: timm ``eva02_tiny_patch14_224`` vision tower + open_clip text tower
-    (the layout of ``EVA02-L-14-336``, with the smallest EVA02 timm tower)."""
+    (the layout of ``EVA02-L-14-336``, with the smallest EVA02 timm tower). That tower is fixed at 224², so this
+    checkpoint covers the timm code path; ``clip-vit`` covers the real 336² preprocessing."""
     _write_open_clip(
         dest,
         {

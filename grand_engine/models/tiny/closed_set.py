@@ -8,8 +8,6 @@ from pathlib import Path
 from grand_engine.models.imaging import seeded
 from grand_engine.resources import data_file
 
-TINY_DETECTOR_SIZE = 320
-
 
 def _coco_labels() -> dict[int, str]:
     names = [n.strip() for n in data_file("coco_categories.txt").read_text().splitlines() if n.strip()]
@@ -20,9 +18,11 @@ def _rtdetr_processor():
     # transformers is heavy: imported only when a checkpoint is built
     from transformers import RTDetrImageProcessor
 
-    # The real checkpoints take 640×640; the tiny ones take 320×320, which keeps CPU tests fast (the
-    # convolutional backbone dominates and scales with the pixel count).
-    return RTDetrImageProcessor(size={"height": TINY_DETECTOR_SIZE, "width": TINY_DETECTOR_SIZE}, do_pad=False)
+    # As the published PekingU/rtdetr_* and ustc-community/dfine-* processors: stretched to 640x640 (aspect not
+    # kept), bilinear, scaled by 1/255, no mean/std normalisation, no padding.
+    return RTDetrImageProcessor(
+        size={"height": 640, "width": 640}, resample=2, do_rescale=True, do_normalize=False, do_pad=False
+    )
 
 
 def build_dfine(dest: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grand_engine.models.imaging import seeded
+from grand_engine.models.imaging import IMAGENET_MEAN, IMAGENET_STD, seeded
 
 
 def build_dpt_beit(dest: Path) -> None:
@@ -76,8 +76,8 @@ def build_depth_anything(dest: Path) -> None:
         keep_aspect_ratio=True,
         ensure_multiple_of=14,
         resample=3,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
     )
     model.save_pretrained(dest)
     processor.save_pretrained(dest)

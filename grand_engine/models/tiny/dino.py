@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grand_engine.models.dino import IMAGENET_MEAN, IMAGENET_STD
-from grand_engine.models.imaging import seeded
+from grand_engine.models.imaging import IMAGENET_MEAN, IMAGENET_STD, seeded
 
 
 def build_dino_vit(dest: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from grand_engine.models.imaging import seeded
+from grand_engine.models.imaging import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, seeded
 from grand_engine.models.tiny.tokenizers import bert_tokenizer, clip_tokenizer
 
 
@@ -41,7 +41,15 @@ def build_owlvit(dest: Path) -> None:
     tokenizer = clip_tokenizer(model_max_length=16)
     with seeded(0):
         model = OwlViTForObjectDetection(OwlViTConfig(**_owl_configs(768, 32, tokenizer))).eval()
-    image_processor = OwlViTImageProcessor(size={"height": 768, "width": 768}, crop_size={"height": 768, "width": 768})
+    # As google/owlvit-base-patch32: stretched to 768x768 (aspect not kept), bicubic, OpenAI CLIP mean/std.
+    image_processor = OwlViTImageProcessor(
+        size={"height": 768, "width": 768},
+        crop_size={"height": 768, "width": 768},
+        do_center_crop=False,
+        resample=3,
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
+    )
     model.save_pretrained(dest)
     OwlViTProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(dest)
 
@@ -54,13 +62,17 @@ def build_owlv2(dest: Path) -> None:
     tokenizer = clip_tokenizer(model_max_length=16)
     with seeded(0):
         model = Owlv2ForObjectDetection(Owlv2Config(**_owl_configs(960, 16, tokenizer))).eval()
-    image_processor = Owlv2ImageProcessor(size={"height": 960, "width": 960})
+    # As google/owlv2-*: padded bottom/right to a square with grey (0.5), then resized to 960x960, bilinear,
+    # OpenAI CLIP mean/std.
+    image_processor = Owlv2ImageProcessor(
+        size={"height": 960, "width": 960},
+        do_pad=True,
+        resample=2,
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
+    )
     model.save_pretrained(dest)
     Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(dest)
-
-
-TINY_GDINO_SIZE = {"shortest_edge": 320, "longest_edge": 533}
-"""Input size of the tiny Grounding DINO (the real checkpoints use 800 / 1333)."""
 
 
 def build_grounding_dino(dest: Path) -> None:
@@ -101,6 +113,14 @@ def build_grounding_dino(dest: Path) -> None:
     )
     with seeded(0):
         model = GroundingDinoForObjectDetection(config).eval()
-    image_processor = GroundingDinoImageProcessor(size=dict(TINY_GDINO_SIZE))
+    # As IDEA-Research/grounding-dino-*: shortest edge 800 / longest 1333 (aspect kept), bilinear, ImageNet
+    # mean/std, batches padded bottom-right with a pixel mask.
+    image_processor = GroundingDinoImageProcessor(
+        size={"shortest_edge": 800, "longest_edge": 1333},
+        resample=2,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+        do_pad=True,
+    )
     model.save_pretrained(dest)
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(dest)

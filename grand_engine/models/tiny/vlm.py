@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from grand_engine.models.imaging import seeded
+from grand_engine.models.imaging import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, seeded
 from grand_engine.models.tiny.tokenizers import corpus, train_bpe
 
 FLORENCE_LOC_BINS = 1000
@@ -102,7 +102,13 @@ def build_blip2(dest: Path) -> None:
     )
 
     tokenizer = train_bpe(GPT2Tokenizer, vocab_size=1000, special_tokens={"pad_token": "<pad>"})
-    image_processor = BlipImageProcessor(size={"height": 224, "width": 224})
+    # As Salesforce/blip2-opt-2.7b: stretched to 224x224, bicubic, OpenAI CLIP mean/std.
+    image_processor = BlipImageProcessor(
+        size={"height": 224, "width": 224},
+        resample=3,
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
+    )
     processor = Blip2Processor(image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=8)
     tok = processor.tokenizer  # the processor added <image>; the vocabulary size is read after that
     config = Blip2Config(
@@ -159,8 +165,15 @@ def build_llava(dest: Path) -> None:
         },
         add_bos=True,
     )
+    # As llava-hf/llava-1.5-*-hf: shortest edge to 336, centre crop 336x336 (the model sees the central square of a
+    # non-square image), bicubic, OpenAI CLIP mean/std.
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, do_center_crop=True
+        size={"shortest_edge": 336},
+        crop_size={"height": 336, "width": 336},
+        do_center_crop=True,
+        resample=3,
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
     )
     processor = LlavaProcessor(
         image_processor=image_processor,
@@ -215,12 +228,14 @@ def build_florence2(dest: Path) -> None:
     # The image token only survives a save/load round trip as an extra special token.
     tokenizer.save_pretrained(dest)
     tokenizer = BartTokenizer.from_pretrained(dest, extra_special_tokens={"image_token": "<image>"})
+    # As florence-community/Florence-2-*: stretched to 768x768, no crop, bicubic, ImageNet mean/std.
     image_processor = CLIPImageProcessor(
         size={"height": 768, "width": 768},
         crop_size={"height": 768, "width": 768},
         do_center_crop=False,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
+        resample=3,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
     )
     image_processor.image_seq_length = 577
     processor = Florence2Processor(
@@ -276,7 +291,15 @@ def build_kosmos2(dest: Path) -> None:
     # transformers is heavy: imported only when a checkpoint is built
     from transformers import CLIPImageProcessor, Kosmos2Config, Kosmos2ForConditionalGeneration, Kosmos2Processor
 
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+    # As microsoft/kosmos-2-patch14-224: stretched to 224x224 (so the centre crop keeps everything and the
+    # normalised boxes cover the whole image), bicubic, OpenAI CLIP mean/std.
+    image_processor = CLIPImageProcessor(
+        size={"height": 224, "width": 224},
+        crop_size={"height": 224, "width": 224},
+        resample=3,
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
+    )
     processor = Kosmos2Processor(image_processor=image_processor, tokenizer=_unigram_tokenizer())
     tok = processor.tokenizer
     config = Kosmos2Config(
