@@ -22,6 +22,7 @@ result names.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -178,9 +179,11 @@ class MeteorScorer:
         return float(value)
 
     def close(self) -> None:
+        """End the java process (idempotent)."""
         process = self._meteor.meteor_p
         if process.poll() is None:
-            process.stdin.close()
+            with contextlib.suppress(OSError):  # a process that died leaves a broken pipe
+                process.stdin.close()
             process.kill()
             process.wait()
 
