@@ -17,7 +17,7 @@ import sys
 from grand_engine.cli.common import EXAMPLES
 from grand_engine.config import ConfigError
 
-COMMAND_MODULES = ("pipeline", "models", "export", "show", "evaluate")
+COMMAND_MODULES = ("pipeline", "models", "export", "show", "evaluate", "sources")
 """Modules of :mod:`grand_engine.cli` that register subcommands."""
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "area",
     "decode",
     "encode",
+    "from_polygons",
     "iou_matrix",
     "normalize",
     "run_lengths",
@@ -304,6 +305,20 @@ def encode(mask: np.ndarray) -> dict[str, Any] | list[dict[str, Any]]:
         for r in _mask_api().encode(fortran)
     ]
     return out[0] if single else out
+
+
+def from_polygons(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict[str, Any]:
+    """The union of COCO polygons (each ``[x1, y1, x2, y2, …]``, at least three points) as one table RLE of
+    ``height×width``; a polygon with fewer than six or an odd number of coordinates raises :class:`RLEError`."""
+    polys = [[float(v) for v in poly] for poly in polygons]
+    if not polys:
+        raise RLEError("from_polygons needs at least one polygon")
+    for i, poly in enumerate(polys):
+        if len(poly) < 6 or len(poly) % 2 or not np.isfinite(poly).all():
+            raise RLEError(f"polygon {i} has {len(poly)} coordinates; it needs an even number, at least 6, finite")
+    api = _mask_api()
+    merged = api.merge(api.frPyObjects(polys, int(height), int(width)))
+    return {"size": [int(height), int(width)], "counts": merged["counts"].decode("ascii")}
 
 
 def area(rles: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> np.ndarray:
