@@ -15,10 +15,20 @@ whether the stages' peak memories fit together, and the images/s of one card run
 On a machine without CUDA it runs on CPU — with the tiny manifest, on demo-photo images — so that it keeps
 working in CI-like settings; every figure is then labelled as a CPU figure and the plan is only a worked example.
 
+``--dummy`` measures without checkpoints (:mod:`grand_engine.cost.measure`): every model role is built at full size
+from its shipped configuration with random weights and runs the calls the cost model counts for each image (its
+input sizes, crops, queries, prompt and output tokens, batches); it prints per role and per stage images/s, weight
+and peak GPU memory, and the measured time over the cost model's floor on this GPU. Every figure is labelled
+"dummy weights: throughput only". Without CUDA it measures the tiny manifest's configurations on CPU. With
+``--plan`` (a ``grand-engine models cost --json`` file) it needs only torch, transformers and timm: no manifest
+parsing, no Ray, no vLLM (vLLM serves the roles a plan gives it, with ``load_format="dummy"``, when installed).
+
     # a GPU machine with the real checkpoints, 256 SA-1B images
     python benchmarks/gpu_throughput.py --manifest grand --shards /data/sa1b/sa_000000.tar --max-images 256
     # anywhere (CPU, tiny random checkpoints built into a temporary folder)
     python benchmarks/gpu_throughput.py --manifest tiny --images 8
+    # full-size models, random weights, no checkpoints (a GPU machine; CPU measures the tiny configurations)
+    python benchmarks/gpu_throughput.py --dummy --manifest grand --images 32 --stages depth,masks --json out.json
 """
 
 from __future__ import annotations
@@ -37,9 +47,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import ROOT, header, run_in_process, write_demo_photo_shard  # noqa: E402
+sys.path.insert(0, str(ROOT))  # a GPU machine runs this from a checkout without installing the package
 
 
 class UtilSampler:
@@ -198,7 +208,17 @@ def main() -> int:
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--card-gb", type=float, default=80.0)
     parser.add_argument("--tiny-dir", default=None, help="tiny checkpoints (default: build fresh ones in a temp dir)")
+    parser.add_argument("--dummy", action="store_true", help="full-size models with random weights (no checkpoints)")
+    parser.add_argument("--plan", default=None, help="--dummy: roles and calls from a `models cost --json` file")
+    parser.add_argument("--stages", default=None, help="--dummy: only these stages (comma-separated)")
+    parser.add_argument("--mfu", type=float, default=0.4, help="--dummy: utilisation of the projected figures")
+    parser.add_argument("--json", default=None, help="--dummy: also write the figures to this JSON file")
     args = parser.parse_args()
+    if args.dummy:
+        return dummy_main(args)
+    # the synthetic-shard helpers need pycocotools and the engine: imported for the checkpoint runs only
+    from common import header, run_in_process, write_demo_photo_shard
+
     header("gpu_throughput")
 
     import torch
@@ -219,22 +239,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gpu-throughput-") as tmp:
         variables = dict(v.split("=", 1) for v in args.var)
         if args.manifest == "tiny":
-            tiny = args.tiny_dir or os.environ.get("GRAND_TINY_DIR_FOR_BENCH")
-            if tiny is None:
-                tiny = str(Path(tmp) / "models" / "tiny")
-                env = {
-                    **os.environ,
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-                }
-                subprocess.run(
-                    [sys.executable, "-m", "grand_engine.cli", "models", "tiny", tiny],
-                    env=env,
-                    cwd=tmp,
-                    capture_output=True,
-                    check=True,
-                )
-            os.environ["GRAND_TINY_DIR"] = tiny
-            variables.setdefault("llm_dir", f"{tiny}/llama")  # the random tiny Llama: SmolLM2 would dominate
+            use_tiny_checkpoints(args, tmp, variables)
         from grand_engine.config import load_manifest
         from grand_engine.io.sa1b import index_shard, list_shards
         from grand_engine.runtime.pipeline import build_pipeline, parse_levels
@@ -297,6 +302,84 @@ def main() -> int:
     if not cuda:
         print("  (CPU run: the stages with models stand in for GPU stages and their CPU seconds for GPU seconds)")
     return 0
+
+
+def use_tiny_checkpoints(args: argparse.Namespace, tmp: str, variables: dict[str, str]) -> str:
+    """Point ``GRAND_TINY_DIR`` at tiny checkpoints (``--tiny-dir``, or fresh ones built into ``tmp``)."""
+    tiny = args.tiny_dir or os.environ.get("GRAND_TINY_DIR_FOR_BENCH")
+    if tiny is None:
+        tiny = str(Path(tmp) / "models" / "tiny")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        subprocess.run(
+            [sys.executable, "-m", "grand_engine.cli", "models", "tiny", tiny],
+            env=env,
+            cwd=tmp,
+            capture_output=True,
+            check=True,
+        )
+    os.environ["GRAND_TINY_DIR"] = tiny
+    variables.setdefault("llm_dir", f"{tiny}/llama")  # the random tiny Llama: SmolLM2 would dominate
+    return tiny
+
+
+def dummy_main(args: argparse.Namespace) -> int:
+    """``--dummy``: every role at full size with random weights, timed on the cost model's calls."""
+    import json
+
+    import torch
+
+    from grand_engine.cost.gpus import gpu_for_device
+    from grand_engine.cost.measure import LABEL, format_measurements, measure_plan
+
+    cuda = torch.cuda.is_available()
+    device_name = torch.cuda.get_device_name(0) if cuda else "CPU"
+    stages = [s.strip() for s in (args.stages or "").split(",") if s.strip()] or None
+    with tempfile.TemporaryDirectory(prefix="gpu-dummy-") as tmp:
+        if args.plan:
+            plan = json.loads(Path(args.plan).read_text())
+            source = f"plan {args.plan}"
+        else:
+            manifest = args.manifest
+            variables = dict(v.split("=", 1) for v in args.var)
+            if not cuda and manifest != "tiny":
+                print(
+                    f"NO CUDA DEVICE: full-size {manifest} models would take hours on CPU; measuring the tiny "
+                    "manifest's configurations instead (CPU figures)"
+                )
+                manifest = "tiny"
+            if manifest == "tiny":
+                use_tiny_checkpoints(args, tmp, variables)
+            from grand_engine.cost import cost_manifest
+
+            spec = gpu_for_device(device_name) if cuda else None
+            report = cost_manifest(manifest, gpu_key=spec.key if spec else "h100", mfu=args.mfu, variables=variables)
+            plan = report.to_dict()
+            source = f"manifest {manifest}"
+
+        def save(rows: list) -> None:
+            import transformers
+
+            data = {
+                "label": LABEL,
+                "device": device_name,
+                "cuda": cuda,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "source": source,
+                "images": args.images,
+                "mfu": args.mfu,
+                "roles": [r.to_dict() for r in rows],
+            }
+            Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+
+        print(f"{source}, {args.images} images per role, {device_name}", flush=True)
+        rows = measure_plan(plan, images=args.images, stages=stages, mfu=args.mfu, on_row=save if args.json else None)
+    print(format_measurements(rows, device_name))
+    if not cuda:
+        print(f"CPU run: tiny configurations on CPU; these figures say nothing about a GPU ({LABEL})")
+    if args.json:
+        print(f"wrote {args.json}")
+    return 1 if any(r.error for r in rows) else 0
 
 
 def _single_index(members: list[Any]) -> Any:

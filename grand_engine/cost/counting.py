@@ -133,11 +133,18 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def run_promoted(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` (under ``no_grad``) with CPU tensors promoted to meta where they meet meta tensors; no counting."""
+@contextlib.contextmanager
+def promoted() -> Iterator[None]:
+    """Run a block (under ``no_grad``) with CPU tensors promoted to meta where they meet meta tensors; no counting."""
     import torch
 
     with torch.no_grad(), _integer_tensors_on_cpu(), _promote_mode():
+        yield
+
+
+def run_promoted(fn: Callable[[], Any]) -> Any:
+    """``fn()`` inside :func:`promoted`."""
+    with promoted():
         return fn()
 
 

@@ -90,8 +90,26 @@ class CallCost:
             "boxes": c.boxes,
             "gflops_per_call": {k: v / 1e9 for k, v in self.flops.items()},
             "decode_bytes_per_token": self.decode_bytes_per_token,
+            "decode_step_gflops": self.decode_step_flops / 1e9,
             "decode_batch": self.batch,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallCost:
+        """The call back from :meth:`to_dict` (what a measurement needs to recompute its floor on any GPU)."""
+        fields = {k: data[k] for k in Call.__dataclass_fields__ if k in data}
+        flops = {k: v * 1e9 for k, v in data.get("gflops_per_call", {}).items()}
+        size = data.get("input_size")
+        return cls(
+            Call(**fields),
+            input_size=tuple(size) if size else None,
+            image_tokens=int(data.get("image_tokens", 0)),
+            flops=flops,
+            decode_tokens=int(data.get("new_tokens", 0)) if "decode" in flops else 0,
+            decode_step_flops=float(data.get("decode_step_gflops", 0.0)) * 1e9,
+            decode_bytes_per_token=float(data.get("decode_bytes_per_token", 0.0)),
+            batch=int(data.get("decode_batch", 1)),
+        )
 
 
 @dataclass
@@ -105,6 +123,8 @@ class RoleCost:
     key: str | None = None
     gpu: bool = True
     batch: int = 1
+    stage_batch: int = 1
+    backend: str | None = None
     memory_budget_gb: float = 0.0
     params: int = 0
     decode_params: int = 0
@@ -146,10 +166,13 @@ class RoleCost:
             "dtype": self.dtype,
             "gpu_stage": self.gpu,
             "error": self.error,
+            "tensor_model": self.tensor_model,
             "notes": self.notes,
             "params": self.params,
             "weight_gb": self.weight_gb,
             "decode_batch": self.batch,
+            "stage_batch": self.stage_batch,
+            "backend": self.backend,
             "prefix_caching": self.prefix_caching,
             "kv_bytes_per_token": self.kv_bytes_per_token,
             "kv_cache_gb": self.kv_cache_gb,
@@ -358,7 +381,9 @@ def cost_role(
     role.key = arch.mc.key
     arch = _with_options(arch, spec, workload)
     role.params = count_params(model)
-    role.batch = decode_batch(spec, getattr(stage.resources, "batch_size", 1))
+    role.stage_batch = int(getattr(stage.resources, "batch_size", 1) or 1)
+    role.batch = decode_batch(spec, role.stage_batch)
+    role.backend = spec.backend
     role.prefix_caching = spec.backend == "vllm"
     role.memory_budget_gb = card_gb * float(spec.options.get("gpu_memory_utilization", 0.9)) - role.weight_gb
     if isinstance(arch, Generative):

@@ -74,3 +74,12 @@ def gpu(key: str) -> GpuSpec:
         return GPUS[key.lower()]
     except KeyError:
         raise ValueError(f"unknown GPU {key!r}; known: {', '.join(GPUS)}") from None
+
+
+def gpu_for_device(name: str) -> GpuSpec | None:
+    """The spec of a CUDA device from its name (``torch.cuda.get_device_name``), ``None`` when unknown."""
+    lowered = name.lower()
+    for key in ("h200", "h100", "a100", "l4"):
+        if key in lowered:
+            return GPUS[key]
+    return None
