@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from grand_engine.grandf.progress import Progress
 from grand_engine.grandf.reader import MissingStageError, done_records, done_units, image_info, iter_rows, read_unit
 from grand_engine.io import rle
 from grand_engine.io.store import OutputStore
+from grand_engine.progress import Progress
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_IMAGES = 50

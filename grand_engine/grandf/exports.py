@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from grand_engine.grandf.formats import ExportFormat, ExportOptions, ExportReport, get_export_format
-from grand_engine.grandf.progress import Progress
 from grand_engine.grandf.reader import image_info, iter_rows, read_unit, require_units
 from grand_engine.io.store import OutputStore
+from grand_engine.progress import Progress
 
 __all__ = ["ExportReport", "export", "resolve_dest"]
 
@@ -94,7 +94,7 @@ def export(
 ) -> ExportReport:
     """Write format ``fmt`` of output ``out`` to ``dest`` and return what was written (see the module docstring).
 
-    ``progress`` shows the images exported on stderr (:class:`~grand_engine.grandf.progress.Progress`).
+    ``progress`` shows the images exported on stderr (:class:`~grand_engine.progress.Progress`).
 
     ``level`` picks the annotation table (3 or 4) of the formats that read one (``grand``, ``coco``, ``refseg``,
     ``caption-grounding``); ``include_floating`` adds floating objects to ``coco`` and ``refseg``.

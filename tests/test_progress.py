@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 
-from grand_engine.grandf.progress import Progress
+from grand_engine.progress import Progress
 
 
 class Clock:
