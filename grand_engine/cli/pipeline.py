@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from grand_engine.cli import add_verbosity_options
 from grand_engine.cli.common import EXAMPLES, parse_vars
 from grand_engine.config import ConfigError, load_manifest
+
+if TYPE_CHECKING:
+    from grand_engine.cli.console import Console
+    from grand_engine.runtime.run import RunSummary
 
 
 def _add_run_options(p: argparse.ArgumentParser, rerun: bool = False) -> None:
@@ -53,7 +59,8 @@ def _add_run_options(p: argparse.ArgumentParser, rerun: bool = False) -> None:
         action="store_true",
         help="take over the output's lock even if another driver seems to hold it (only when that driver is gone)",
     )
-    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no live progress display")
+    add_verbosity_options(p, sub=True)
 
 
 @dataclass
@@ -73,11 +80,15 @@ class RunCommand:
 
 
 def _execute(
-    args: argparse.Namespace, command: RunCommand, out: str, unit_size: int | None, rerun_stage: str | None = None
-) -> int:
-    """Run ``command`` through the driver (:func:`grand_engine.runtime.run.run`) and print what it did."""
-    from grand_engine.cli.console import ConsoleReport  # deferred: the driver imports pyarrow and the stages' deps
-    from grand_engine.runtime.pipeline import parse_levels
+    args: argparse.Namespace,
+    command: RunCommand,
+    out: str,
+    unit_size: int | None,
+    console: Console,
+    rerun_stage: str | None = None,
+) -> RunSummary:
+    """Run ``command`` through the driver (:func:`grand_engine.runtime.run.run`), reporting on ``console``."""
+    from grand_engine.runtime.pipeline import parse_levels  # deferred: the driver imports pyarrow and the stages
     from grand_engine.runtime.run import run
 
     manifest = load_manifest(command.manifest, overrides=command.overrides, variables=command.variables)
@@ -93,13 +104,23 @@ def _execute(
         max_units=args.max_units,
         backend=args.backend,
         address=args.address,
-        progress=not args.no_progress,
         force_unlock=getattr(args, "force_unlock", False),
         rerun_stage=rerun_stage,
         run_info=command.record(),
-        observer=ConsoleReport(),
+        observer=console.report(),
     )
-    print(f"outputs: {out}")
+    return summary
+
+
+def _run_and_report(args: argparse.Namespace, command: RunCommand, out: str, unit_size: int | None, **kw) -> int:
+    """``run`` and ``rerun``: the run on the console of :func:`~grand_engine.cli.console.run_console`, then where
+    everything is; exit 1 when a unit failed."""
+    from grand_engine.cli.console import locations, run_console  # deferred: imports the driver
+
+    with run_console(out, args.verbose, args.quiet, progress=not args.no_progress) as console:
+        summary = _execute(args, command, out, unit_size, console, **kw)
+        for line in locations(out, summary, console.log_path, None):
+            console.summary(line)
     return 0 if summary.ok else 1
 
 
@@ -113,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stages=args.stages,
         input=args.input,
     )
-    return _execute(args, command, args.out, args.unit_size)
+    return _run_and_report(args, command, args.out, args.unit_size)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -130,7 +151,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     command = RunCommand(**{k: v for k, v in cli.items() if k in RunCommand.__dataclass_fields__})
     if args.shards:
         command.shards = args.shards
-    return _execute(args, command, args.out, info.get("unit_size"), rerun_stage=args.stage)
+    return _run_and_report(args, command, args.out, info.get("unit_size"), rerun_stage=args.stage)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -170,27 +191,48 @@ def cmd_errors(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the sample shard (and the tiny checkpoints) on first use, run every stage on it, build the explorer and
+    print where everything is. The libraries' output while building goes to the run's log like the run's own."""
+    from grand_engine.cli.console import locations, run_console  # deferred: imports the driver
     from grand_engine.demo import build_demo_shard
 
     root = Path(args.out).resolve()
+    out = root / "output"
     shard_dir = root / "shards"
     shard = shard_dir / "sa_000000.tar"
-    if not shard.exists():
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        build_demo_shard(shard_dir)
-        print(f"built the sample shard {shard}")
-    variables = {}
-    tiny_dir = _ensure_tiny_checkpoints()
-    if tiny_dir is not None:
-        variables["tiny_dir"] = str(tiny_dir)
-    ns = argparse.Namespace(max_units=None, backend=args.backend, address=None, no_progress=args.no_progress)
-    command = RunCommand(manifest="tiny", shards=[str(shard_dir)], variables=variables, levels=args.levels)
-    code = _execute(ns, command, str(root / "output"), None)
-    print(f"demo output: {root / 'output'}  (try: grand-engine status {root / 'output'})")
-    return code
+    out.mkdir(parents=True, exist_ok=True)
+    with run_console(str(out), args.verbose, args.quiet, progress=not args.no_progress) as console:
+        if not shard.exists():
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            build_demo_shard(shard_dir)
+            console.say(f"built the sample shard {shard}")
+        variables = {}
+        tiny_dir = _ensure_tiny_checkpoints(console)
+        if tiny_dir is not None:
+            variables["tiny_dir"] = str(tiny_dir)
+        ns = argparse.Namespace(max_units=None, backend=args.backend, address=None)
+        command = RunCommand(manifest="tiny", shards=[str(shard_dir)], variables=variables, levels=args.levels)
+        summary = _execute(ns, command, str(out), None, console)
+        explorer = _build_explorer(out, root / "explorer")
+        for line in locations(str(out), summary, console.log_path, explorer):
+            console.summary(line)
+    return 0 if summary.ok else 1
 
 
-def _ensure_tiny_checkpoints() -> Path | None:
+def _build_explorer(out: Path, dest: Path) -> str | None:
+    """Write the explorer of the demo output; the ``file://`` address of its index page (None when no level table
+    was completed)."""
+    from grand_engine.explore.site import build_site  # deferred: imports numpy, pyarrow and Pillow
+    from grand_engine.grandf.reader import MissingStageError
+
+    try:
+        return build_site(out, dest).index.as_uri()
+    except MissingStageError as exc:
+        logging.getLogger(__name__).warning("no explorer: %s", exc)
+        return None
+
+
+def _ensure_tiny_checkpoints(console: Console) -> Path | None:
     """Build the tiny checkpoints on first use (idempotent); ``None`` when the model layer has none."""
     from grand_engine.models import tiny
 
@@ -200,7 +242,7 @@ def _ensure_tiny_checkpoints() -> Path | None:
     reports = tiny.build_all(dest)
     built = [r for r in reports if r.built]
     if built:
-        print(f"built {len(built)} tiny checkpoints in {dest}")
+        console.say(f"built {len(built)} tiny checkpoints in {dest}")
     return dest
 
 
@@ -234,5 +276,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p_demo.add_argument("--out", default="demo_out", help="demo folder (default: ./demo_out)")
     p_demo.add_argument("--backend", choices=["ray", "inline"], default="ray")
     p_demo.add_argument("--levels", default=None, help="levels to run (default: every stage of the manifest)")
-    p_demo.add_argument("--no-progress", action="store_true")
+    p_demo.add_argument("--no-progress", action="store_true", help="no live progress display")
+    add_verbosity_options(p_demo, sub=True)
     p_demo.set_defaults(func=cmd_demo)

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
-from tqdm import tqdm
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.executor import UnitRunner
 from grand_engine.runtime.manifests import StageRecord
 from grand_engine.runtime.plan import Plan, Unit, unit_fingerprint
+
+
+@dataclass
+class StageEvent:
+    """Live news of a (stage, unit) from a backend, for the progress display: it ``started``, or it ended with
+    ``record`` (not yet committed: the driver commits records as they reach it). ``gpu_bytes`` is the most CUDA
+    memory the process that ran it has held (0 without a GPU)."""
+
+    stage: str
+    unit_id: str
+    record: StageRecord | None = None
+    gpu_bytes: int = 0
+
+
+OnEvent = Callable[[StageEvent], None]
+
+
+def cuda_peak_bytes() -> int:
+    """The most CUDA memory this process has reserved so far; 0 when torch never set CUDA up here."""
+    torch = sys.modules.get("torch")  # never import torch for this: a CPU-only process has not loaded it
+    try:
+        if torch is None or not torch.cuda.is_initialized():
+            return 0
+        return int(max(torch.cuda.max_memory_reserved(d) for d in range(torch.cuda.device_count())))
+    except (RuntimeError, AttributeError, ValueError):  # a torch build without CUDA, or no device left
+        return 0
 
 
 def skipped_record(name: str, unit: Unit, fingerprint: str, failed_inputs: list[str]) -> StageRecord:
@@ -20,28 +48,29 @@ def skipped_record(name: str, unit: Unit, fingerprint: str, failed_inputs: list[
     )
 
 
-def run_inline(plan: Plan, store: OutputStore, on_record, progress: bool = True) -> None:
+def run_inline(plan: Plan, store: OutputStore, on_record, on_event: OnEvent | None = None) -> None:
     """Run every pending (stage, unit) in topological order, unit by unit.
 
     ``on_record`` receives each :class:`StageRecord` as soon as it exists (the driver commits the
-    manifest record there), so a crash loses at most the (stage, unit) in flight.
+    manifest record there), so a crash loses at most the (stage, unit) in flight. ``on_event`` hears of each
+    (stage, unit) as it starts and as it ends.
     """
     pipeline = plan.pipeline
     runner = UnitRunner(store, pipeline.stages, pipeline.fingerprints, root=pipeline.root)
-    total = plan.pairs_todo()
-    with tqdm(total=total, desc="stages×units", unit="task", disable=not progress or total == 0) as bar:
-        for unit in plan.pending:
-            failed: set[str] = set()
-            for name in pipeline.order:
-                if name not in unit.todo:
-                    continue
-                bad = [req for req in pipeline.inputs(name) if req in failed]
-                if bad:
-                    record = skipped_record(name, unit, pipeline.fingerprints[name], bad)
-                else:
-                    bar.set_postfix_str(f"{name} {unit.unit_id}")
-                    record = runner.run(name, unit)
-                if record.status != "done":
-                    failed.add(name)
-                on_record(record)
-                bar.update(1)
+    for unit in plan.pending:
+        failed: set[str] = set()
+        for name in pipeline.order:
+            if name not in unit.todo:
+                continue
+            bad = [req for req in pipeline.inputs(name) if req in failed]
+            if bad:
+                record = skipped_record(name, unit, pipeline.fingerprints[name], bad)
+            else:
+                if on_event is not None:
+                    on_event(StageEvent(name, unit.unit_id))
+                record = runner.run(name, unit)
+            if record.status != "done":
+                failed.add(name)
+            if on_event is not None:
+                on_event(StageEvent(name, unit.unit_id, record, cuda_peak_bytes()))
+            on_record(record)

@@ -7,7 +7,13 @@ own pool placed on the nodes that have them, and each run of adjacent plain CPU 
 Actors run the stage through the shared :class:`~grand_engine.runtime.executor.UnitRunner`, which
 writes the unit's table atomically; the row then carries the stage's record (which names the Ray node
 that ran it, ``host/<node id prefix>``) downstream. The driver commits manifest records as rows come out of
-the last operator, so the driver stays the only manifest writer.
+the last operator, so the driver stays the only manifest writer. For the progress display, workers also post each
+(stage, unit) as it starts and ends to a small :class:`EventInbox` actor that a driver thread empties every
+:data:`EVENT_POLL_S` (a row leaves the pipeline only after its last stage, far too late to show which stage runs).
+
+Worker output (prints, warnings, Ray's own logs) is forwarded to the driver's stderr (``log_to_driver``), which
+the command line sends to the run's log file; a worker's ``grand_engine`` log records carry
+:data:`WORKER_LOG_MARK` so that the driver can show its warnings on the console (:func:`worker_log_record`).
 
 A worker process that dies (OOM kill, node loss) is restarted by Ray Data and its unit runs again on the new
 actor (output names are deterministic, so the rerun overwrites rather than duplicates); a unit whose worker
@@ -17,8 +23,11 @@ dies ``TASK_RETRIES + 1`` times is reported as failed for this run instead of st
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sys
+import threading
 from dataclasses import asdict
 from typing import Any
 
@@ -27,13 +36,66 @@ import numpy as np
 from grand_engine.config import ConfigError
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.executor import UnitRunner
-from grand_engine.runtime.inline import skipped_record
+from grand_engine.runtime.inline import OnEvent, StageEvent, cuda_peak_bytes, skipped_record
 from grand_engine.runtime.manifests import StageRecord, host_name
 from grand_engine.runtime.plan import Plan, Unit, unit_fingerprint
 from grand_engine.runtime.stage import Stage
 
 NODE_ID_CHARS = 12
 """How much of the Ray node id a record's ``host`` carries (``host/<prefix>``)."""
+EVENT_POLL_S = 0.5
+"""Seconds between two collections of the workers' progress events by the driver."""
+WORKER_LOG_MARK = "[grand-engine worker]"
+"""Starts every line a worker's ``grand_engine`` loggers write, so the driver can tell them from other output."""
+QUIET_LIBRARIES = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+"""Set in every worker's environment before it starts (tqdm reads its settings when first imported, which Ray's
+worker does at start-up): the libraries' own download and weight-conversion bars (e.g. the GGUF loader's, one per
+model load per worker) say nothing the run's display does not."""
+
+
+class EventInbox:
+    """A Ray actor holding the workers' progress events until the driver takes them."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any] | None, int]] = []
+
+    def put(self, stage: str, unit_id: str, record: dict[str, Any] | None, gpu_bytes: int = 0) -> None:
+        self.events.append((stage, unit_id, record, gpu_bytes))
+
+    def take(self) -> list[tuple[str, str, dict[str, Any] | None, int]]:
+        out, self.events = self.events, []
+        return out
+
+
+def setup_worker_logging(stages: dict[str, Stage]) -> None:
+    """In a worker: the records (INFO and up) of grand-engine's loggers and of the stages' modules go to stderr,
+    marked with :data:`WORKER_LOG_MARK`."""
+    names = {"grand_engine", *(type(stage).__module__ for stage in stages.values())}
+    handler = logging.StreamHandler(sys.stderr)
+    handler.grand_engine_worker = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter(f"{WORKER_LOG_MARK} %(levelname)s %(name)s: %(message)s"))
+    for name in sorted(names):
+        logger = logging.getLogger(name)
+        if name.startswith("grand_engine.") or any(getattr(h, "grand_engine_worker", False) for h in logger.handlers):
+            continue  # grand_engine's own handler covers its modules
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+_WORKER_LINE = re.compile(re.escape(WORKER_LOG_MARK) + r" (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+): (.*)")
+
+
+def worker_log_record(line: str) -> logging.LogRecord | None:
+    """The log record a worker line written by :func:`setup_worker_logging` carries (whatever prefix Ray put before
+    it), or None for any other line."""
+    match = _WORKER_LINE.search(line)
+    if match is None:
+        return None
+    level, name, message = match.groups()
+    return logging.makeLogRecord(
+        {"name": name, "levelno": getattr(logging, level), "levelname": level, "msg": message.rstrip()}
+    )
 
 
 def compute_kwargs(replicas: int) -> dict[str, Any]:
@@ -54,8 +116,15 @@ class StageWorker:
     """A Ray Data callable class running one segment of stages (one GPU stage, or adjacent CPU stages)."""
 
     def __init__(
-        self, store_uri: str, stages: dict[str, Stage], fingerprints: dict[str, str], root: str = "images"
+        self,
+        store_uri: str,
+        stages: dict[str, Stage],
+        fingerprints: dict[str, str],
+        root: str = "images",
+        events: Any = None,
     ) -> None:
+        setup_worker_logging(stages)
+        self.events = events  # the driver's EventInbox (None: no progress events)
         self.stages = stages
         self.fingerprints = fingerprints
         self.runner = UnitRunner(OutputStore(store_uri), stages, fingerprints, root=root)
@@ -78,11 +147,18 @@ class StageWorker:
                 if bad:
                     record = skipped_record(name, unit, self.fingerprints[name], bad)
                 else:
+                    self._post(name, unit.unit_id, None)
                     record = self.runner.run(name, unit)
                     record.host = self.host
                 records.append(asdict(record))
+                self._post(name, unit.unit_id, records[-1])
             out_records.append(json.dumps(records))
         return {"unit": batch["unit"], "records": np.array(out_records, dtype=object)}
+
+    def _post(self, stage: str, unit_id: str, record: dict[str, Any] | None) -> None:
+        if self.events is not None:  # fire and forget: the driver's display must never slow the work down
+            brief = None if record is None else {k: v for k, v in record.items() if k != "traceback"}
+            self.events.put.remote(stage, unit_id, brief, cuda_peak_bytes())
 
 
 def _plain_cpu(stage: Stage) -> bool:
@@ -170,22 +246,59 @@ def check_custom_resources(stages: dict[str, Stage], cluster: dict[str, float]) 
 
 
 def _init_ray(address: str | None) -> bool:
-    """Connect to ``address``/``RAY_ADDRESS`` or start a local Ray; return whether we started it."""
+    """Connect to ``address``/``RAY_ADDRESS`` or start a local Ray; return whether we started it.
+
+    Workers' output is forwarded to the driver (``log_to_driver``): the command line writes it to the run's log
+    file, and shows the warnings of grand-engine's own loggers on the console.
+    """
     import ray
 
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "logging_level": "WARNING"}
+    env_vars = dict(QUIET_LIBRARIES)
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "logging_level": "WARNING", "log_to_driver": True}
     if address is None:
         # A local cluster: make the driver's import path visible to workers (stages defined outside
         # the installed package, e.g. in a user's plugin module next to the manifest).
-        path = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p and os.path.isdir(p))
-        kwargs.update(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+        env_vars["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p and os.path.isdir(p))
+        kwargs["include_dashboard"] = False
     else:
         kwargs["address"] = address
-    ray.init(**kwargs)
+    ray.init(runtime_env={"env_vars": env_vars}, **kwargs)
     return address is None
+
+
+class EventPump:
+    """A driver thread that takes the workers' events from the inbox every :data:`EVENT_POLL_S` and hands them
+    to ``on_event``; :meth:`stop` takes the last ones."""
+
+    def __init__(self, inbox: Any, on_event: OnEvent) -> None:
+        self.inbox = inbox
+        self.on_event = on_event
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="grand-events", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.done.wait(EVENT_POLL_S):
+            self.drain()
+
+    def drain(self) -> None:
+        import ray
+
+        try:
+            events = ray.get(self.inbox.take.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - the display must never stop the run; the records still arrive
+            return
+        for stage, unit_id, record, gpu_bytes in events:
+            rec = None if record is None else StageRecord.from_dict(record)
+            self.on_event(StageEvent(stage, unit_id, rec, gpu_bytes))
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=60)
+        self.drain()
 
 
 def _scaled_cpus(stages: dict[str, Stage], groups: list[list[str]], cluster_cpus: float) -> list[float]:
@@ -202,8 +315,11 @@ def _scaled_cpus(stages: dict[str, Stage], groups: list[list[str]], cluster_cpus
     return [max(0.01, round(a * factor, 3)) for a in asks]
 
 
-def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = None, progress: bool = True) -> None:
-    """Run every pending (stage, unit) on Ray; ``on_record`` gets each record on the driver."""
+def run_ray(
+    plan: Plan, store: OutputStore, on_record, address: str | None = None, on_event: OnEvent | None = None
+) -> None:
+    """Run every pending (stage, unit) on Ray; ``on_record`` gets each record on the driver, ``on_event`` (from
+    a driver thread) each (stage, unit) as a worker starts and ends it."""
     pending = plan.pending
     if not pending:
         return  # nothing to do: do not pay for starting Ray
@@ -212,7 +328,7 @@ def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = Non
     started = _init_ray(address)
     try:
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = progress
+        ctx.enable_progress_bars = False  # the driver's own display (on_event) shows the stages instead
         ctx.max_errored_blocks = -1  # a unit given up after its retries must not abort the other units
         pipeline = plan.pipeline
         active = [n for n in pipeline.order if any(n in u.todo for u in pending)]
@@ -228,6 +344,7 @@ def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = Non
         cpus = _scaled_cpus(pipeline.stages, groups, resources.get("CPU", 1.0))
         items = [{"unit": json.dumps(u.to_json()), "records": "[]"} for u in pending]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
+        inbox = ray.remote(num_cpus=0)(EventInbox).remote() if on_event is not None else None
         for group, num_cpus in zip(groups, cpus, strict=True):
             members = {name: pipeline.stages[name] for name in group}
             gpus = max(st.resources.gpus for st in members.values())
@@ -240,6 +357,7 @@ def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = Non
                     "stages": members,
                     "fingerprints": pipeline.fingerprints,
                     "root": pipeline.root,
+                    "events": inbox,
                 },
                 num_cpus=num_cpus,
                 num_gpus=gpus or None,
@@ -248,11 +366,16 @@ def run_ray(plan: Plan, store: OutputStore, on_record, address: str | None = Non
                 **bounded_retries(),
             )
         finished: set[str] = set()
-        for row in ds.iter_rows():
-            records = json.loads(row["records"])
-            finished.add(json.loads(row["unit"])["unit_id"])
-            for rec in records:
-                on_record(StageRecord.from_dict(rec))
+        pump = EventPump(inbox, on_event) if on_event is not None else None
+        try:
+            for row in ds.iter_rows():
+                records = json.loads(row["records"])
+                finished.add(json.loads(row["unit"])["unit_id"])
+                for rec in records:
+                    on_record(StageRecord.from_dict(rec))
+        finally:
+            if pump is not None:
+                pump.stop()
         for unit in pending:  # units whose worker kept dying: report them instead of hanging or aborting
             if unit.unit_id not in finished:
                 on_record(lost_unit_record(plan, unit))

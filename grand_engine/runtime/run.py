@@ -13,10 +13,11 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grand_engine.config import ConfigError, PipelineManifest
 from grand_engine.io.store import OutputStore, StoreError
+from grand_engine.progress import StageBoard
 from grand_engine.runtime.faults import fault_point
 from grand_engine.runtime.lock import OutputLock, output_lock
 from grand_engine.runtime.manifests import (
@@ -31,9 +32,35 @@ from grand_engine.runtime.manifests import (
 from grand_engine.runtime.pipeline import Pipeline, build_pipeline, engine_versions
 from grand_engine.runtime.plan import Plan, make_plan
 
+if TYPE_CHECKING:
+    from grand_engine.runtime.inline import StageEvent
+
 BACKENDS = ("ray", "inline")
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageTotals:
+    """What one stage did in a run: units done, failed and skipped, images, rows, error rows (and their types),
+    the seconds its units took together (``busy``) and from its first start to its last end (``wall``)."""
+
+    units: int = 0
+    failed: int = 0
+    skipped: int = 0
+    images: int = 0
+    rows: int = 0
+    errors: int = 0
+    error_types: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    first_start: float | None = None  # time.perf_counter() readings
+    last_end: float | None = None
+
+    @property
+    def wall(self) -> float:
+        if self.first_start is None or self.last_end is None:
+            return 0.0
+        return max(0.0, self.last_end - self.first_start)
 
 
 @dataclass
@@ -49,27 +76,68 @@ class RunSummary:
     seconds: float = 0.0
     executed: list[tuple[str, str]] = field(default_factory=list)  # (stage, unit) pairs run
     failures: list[StageRecord] = field(default_factory=list)
-    per_stage: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    per_stage: dict[str, StageTotals] = field(default_factory=lambda: defaultdict(StageTotals))
 
     @property
     def ok(self) -> bool:
         return self.units_failed == 0
 
+    def note(self, stage: str, ended: bool) -> None:
+        """A unit of ``stage`` began or ended (live news from the backend): the stage's wall time runs from its
+        first start to its last end."""
+        totals = self.per_stage[stage]
+        now = time.perf_counter()
+        if totals.first_start is None:
+            totals.first_start = now
+        if ended:
+            totals.last_end = now
+
+    def add(self, record: StageRecord, root: str) -> None:
+        """Count a (stage, unit) record; ``root`` is the pipeline's root stage, whose rows are the images read."""
+        totals = self.per_stage[record.stage]
+        if totals.last_end is None:  # no live news of this stage: time it by its records
+            now = time.perf_counter()
+            totals.first_start = now - record.seconds if totals.first_start is None else totals.first_start
+            totals.last_end = now
+        if record.status == "done":
+            totals.units += 1
+            totals.images += record.images
+            totals.rows += record.rows
+            totals.errors += record.errors
+            totals.seconds += record.seconds
+            for key, n in (record.error_types or {}).items():
+                totals.error_types[key] = totals.error_types.get(key, 0) + n
+            self.error_rows += record.errors
+            if record.stage == root:
+                self.images += record.rows
+        elif record.status == "failed":
+            totals.failed += 1
+        else:
+            totals.skipped += 1
+
     def table(self) -> str:
+        """The end-of-run table: the run's totals, one line per stage, then the failures."""
         lines = [
             f"units: {self.units_total} total, {self.units_done} done, {self.units_skipped} already done, "
             f"{self.units_failed} failed",
             f"images: {self.images} read, error rows: {self.error_rows}, time: {self.seconds:.1f} s",
         ]
         if self.per_stage:
-            lines.append(f"{'stage':<20} {'units':>6} {'rows':>7} {'errors':>7} {'failed':>7} {'seconds':>9}")
-            for name, s in self.per_stage.items():
+            width = max(20, *(len(name) + 1 for name in self.per_stage))
+            lines.append(
+                f"{'stage':<{width}} {'done':>5} {'failed':>6} {'skipped':>7} {'images':>7} {'rows':>7} "
+                f"{'errors':>6} {'busy s':>8} {'wall s':>8}  error types"
+            )
+            for name, t in self.per_stage.items():
+                types = ", ".join(f"{k} {v}" for k, v in sorted(t.error_types.items()))
                 lines.append(
-                    f"{name:<20} {int(s['units']):>6} {int(s['rows']):>7} {int(s['errors']):>7} "
-                    f"{int(s['failed']):>7} {s['seconds']:>9.2f}"
+                    f"{name:<{width}} {t.units:>5} {t.failed:>6} {t.skipped:>7} {t.images:>7} {t.rows:>7} "
+                    f"{t.errors:>6} {t.seconds:>8.2f} {t.wall:>8.2f}  {types}".rstrip()
                 )
         for rec in self.failures[:20]:
             lines.append(f"FAILED {rec.stage} {rec.unit_id}: {rec.message}")
+        if len(self.failures) > 20:
+            lines.append(f"… {len(self.failures) - 20} more failures (grand-engine status OUT)")
         return "\n".join(lines)
 
 
@@ -79,11 +147,64 @@ class RunObserver:
     def planned(self, plan: Plan, invalidated: list[tuple[str, str]]) -> None:
         """The plan is made (``invalidated``: the records a rerun removed first)."""
 
+    def progress(self, event: StageEvent) -> None:
+        """A (stage, unit) started or ended on a worker (its record is committed later, see :meth:`record`).
+
+        Live news for a display: on the Ray backend it comes from a driver thread while the main thread commits, and
+        a unit whose worker died may be reported again."""
+
     def record(self, record: StageRecord) -> None:
         """A (stage, unit) finished, failed or was skipped; its record is already committed."""
 
     def finished(self, summary: RunSummary) -> None:
         """The run ended (also when units failed)."""
+
+
+def stage_workload(plan: Plan) -> list[tuple[str, int, int]]:
+    """``(stage, units to run, images in them)`` for every stage with work in ``plan``, in pipeline order."""
+    sizes = {u.unit_id: len(u.members) or u.span[1] - u.span[0] for u in plan.pending}
+    out = []
+    for name in plan.pipeline.order:
+        units = [u.unit_id for u in plan.pending if name in u.todo]
+        if units:
+            out.append((name, len(units), sum(sizes[u] for u in units)))
+    return out
+
+
+class ProgressObserver(RunObserver):
+    """The live per-stage progress display (:class:`grand_engine.progress.StageBoard`) of a run.
+
+    What :func:`run` shows when no observer is given and ``progress`` is true; the command line's
+    :class:`~grand_engine.cli.console.ConsoleReport` builds on it."""
+
+    def __init__(self, board: StageBoard | None = None) -> None:
+        self.board = board if board is not None else StageBoard()
+
+    def planned(self, plan: Plan, invalidated: list[tuple[str, str]]) -> None:
+        self.board.start(stage_workload(plan))
+
+    def progress(self, event: StageEvent) -> None:
+        if event.record is None:
+            self.board.started(event.stage, event.unit_id)
+        else:
+            self._ended(event.record, event.gpu_bytes)
+
+    def record(self, record: StageRecord) -> None:
+        self._ended(record, 0)
+
+    def finished(self, summary: RunSummary) -> None:
+        self.board.close()
+
+    def _ended(self, record: StageRecord, gpu_bytes: int) -> None:
+        self.board.ended(
+            record.stage,
+            record.unit_id,
+            record.status,
+            images=record.images,
+            errors=record.errors,
+            error_types=record.error_types,
+            gpu_bytes=gpu_bytes,
+        )
 
 
 def write_run_json(store: OutputStore, plan: Plan, extra: dict[str, Any]) -> None:
@@ -136,26 +257,20 @@ def execute(
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    observer = observer or RunObserver()
+    if observer is None:  # a caller that planned itself: the display still needs the plan
+        observer = ProgressObserver() if progress else RunObserver()
+        observer.planned(plan, [])
     start = time.perf_counter()
     summary = RunSummary(units_total=len(plan.units))
     summary.units_skipped = sum(1 for u in plan.units if not u.todo)
     failed_units: set[str] = set()
 
     def on_record(record: StageRecord) -> None:
-        stats = summary.per_stage[record.stage]
         lock.ensure_held()  # never commit after another driver took this output over
         fault_point("driver.before_commit")
         if record.status == "done":
             commit_record(store, record)
             summary.executed.append((record.stage, record.unit_id))
-            stats["units"] += 1
-            stats["rows"] += record.rows
-            stats["errors"] += record.errors
-            stats["seconds"] += record.seconds
-            summary.error_rows += record.errors
-            if record.stage == plan.pipeline.root:
-                summary.images += record.rows
         else:
             if record.status == "failed":
                 try:
@@ -168,9 +283,13 @@ def execute(
                 summary.failures.append(record)
                 log.warning("%s %s failed: %s", record.stage, record.unit_id, record.message)
                 log.debug("%s %s traceback:\n%s", record.stage, record.unit_id, record.traceback)
-            stats["failed"] += 1
             failed_units.add(record.unit_id)
+        summary.add(record, plan.pipeline.root)
         observer.record(record)
+
+    def on_event(event: StageEvent) -> None:
+        summary.note(event.stage, ended=event.record is not None)
+        observer.progress(event)
 
     store.remove_orphans()
     write_run_json(store, plan, {"backend": backend, "input": plan.pipeline.input_kind.name, **(extra_run_info or {})})
@@ -178,11 +297,11 @@ def execute(
     if backend == "inline":
         from grand_engine.runtime.inline import run_inline
 
-        run_inline(plan, store, on_record, progress=progress)
+        run_inline(plan, store, on_record, on_event=on_event)
     else:
         from grand_engine.runtime.ray_backend import run_ray  # deferred: only this backend imports Ray
 
-        run_ray(plan, store, on_record, address=address, progress=progress)
+        run_ray(plan, store, on_record, address=address, on_event=on_event)
     fault_point("driver.before_summary")
     summary.units_failed = len(failed_units)
     summary.units_done = len(plan.pending) - summary.units_failed
@@ -246,7 +365,7 @@ def run(
     """
     store = OutputStore(out)
     store.check_writable()
-    observer = observer or RunObserver()
+    observer = observer or (ProgressObserver() if progress else RunObserver())
     with output_lock(store, force=force_unlock) as lock:
         size = unit_size or manifest.unit_size
         check_unit_size(store, size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ import pyarrow as pa
 
 from grand_engine.runtime.stage import ErrorRecord, Stage, StageResult, UnitInput
 from grand_engine.schema import table_schema
+
+logger = logging.getLogger(__name__)
 
 
 def _log(path: str, name: str, unit_id: str) -> None:
@@ -38,6 +41,11 @@ class AreaStage(Stage):
     scale: int = 1
     log: str = ""
     fail_image: str = ""  # an image id that raises (per-image error)
+    warn: str = ""  # a warning every worker logs once in setup (what the console shows of workers' logs)
+
+    def setup(self) -> None:
+        if self.warn:
+            logger.warning(self.warn)
 
     def process_unit(self, unit: UnitInput) -> StageResult:
         _log(self.log, self.name, unit.unit_id)
