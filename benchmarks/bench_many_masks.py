@@ -98,7 +98,7 @@ def _child(shard: str, out: str, manifest: str) -> None:
                 "ok": summary.ok,
                 "error_rows": summary.error_rows,
                 "seconds": seconds,
-                "sa1b_seconds": summary.per_stage["sa1b"]["seconds"],
+                "sa1b_seconds": summary.per_stage["sa1b"].seconds,
                 "rss_before_mb": base / 1024,
                 "peak_rss_mb": peak / 1024,
             }
