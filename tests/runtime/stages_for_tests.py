@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import warnings
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -42,10 +43,15 @@ class AreaStage(Stage):
     log: str = ""
     fail_image: str = ""  # an image id that raises (per-image error)
     warn: str = ""  # a warning every worker logs once in setup (what the console shows of workers' logs)
+    chatter: str = ""  # printed, written to file descriptor 2 and warned in setup, as libraries do
 
     def setup(self) -> None:
         if self.warn:
             logger.warning(self.warn)
+        if self.chatter:
+            print(self.chatter, flush=True)
+            os.write(2, f"{self.chatter} (fd 2)\n".encode())
+            warnings.warn(f"{self.chatter} (warnings)", UserWarning, stacklevel=1)
 
     def process_unit(self, unit: UnitInput) -> StageResult:
         _log(self.log, self.name, unit.unit_id)
