@@ -376,7 +376,7 @@ def cost_role(
     try:
         arch, model = cache.model(spec, role.dtype)
     except (LookupError, ValueError, OSError, ImportError) as exc:
-        role.error = f"{role.name}: {exc}; the other roles are costed"
+        role.error = f"{exc}; the other roles are costed"
         return role
     role.key = arch.mc.key
     arch = _with_options(arch, spec, workload)

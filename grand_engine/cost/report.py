@@ -158,6 +158,9 @@ class CostReport:
                 f"{r.flops_per_image / 1e9:>11,.1f} {ms:>9.2f} {ms_u:>9.2f}{cpu}"
             )
         errors = [r for r in self.roles if r.error]
+        if errors:
+            lines += ["", "not costed:"]
+            lines += [f"  {r.name} ({r.model_id}): {r.error}" for r in errors]
         lines += [
             "",
             f"pipeline (GPU stages): {self.flops_per_image / 1e12:,.2f} TFLOPs per image; floor "
@@ -166,12 +169,16 @@ class CostReport:
         ]
         plan = self.placement()
         usable = self.card_gb * USABLE_MEMORY
+        if not plan.cards:
+            lines.append("no costed stage of this manifest asks for a GPU: the figures above are per role only")
         lines.append(
             f"memory on {self.card_gb:.0f} GB cards (using {usable:.0f} GB): one copy per stage "
             f"{self.per_stage_gb():.1f} GB, one copy per checkpoint {self.shared_gb():.1f} GB "
             f"(weights + KV caches at each role's batch)"
         )
-        if len(plan.cards) == 1:
+        if not plan.cards:
+            pass
+        elif len(plan.cards) == 1:
             lines.append("  every checkpoint fits on one card: the floor above is the co-resident pipeline's")
         else:
             lines.append(
@@ -199,9 +206,6 @@ class CostReport:
         for r in self.roles:
             for note in r.notes:
                 lines.append(f"  note {r.name}: {note}")
-        if errors:
-            lines += ["", "not costed:"]
-            lines += [f"  {r.name} ({r.model_id}): {r.error}" for r in errors]
         lines += ["", "assumptions (change with --assume NAME=VALUE):"]
         for k, a in ASSUMPTIONS.items():
             mark = " (overridden)" if k in self.workload.overridden else ""
