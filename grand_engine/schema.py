@@ -78,9 +78,14 @@ ERRORS_SCHEMA = pa.schema(
         pa.field("unit_id", pa.string(), nullable=False),
         pa.field("error_type", pa.string(), nullable=False),
         pa.field("message", pa.string(), nullable=False),
+        pa.field("severity", pa.string(), nullable=False),
     ]
 )
-"""``OUT/_errors/<stage>/<shard>/<unit>.parquet``: one row per image a stage could not process."""
+"""``OUT/_errors/<stage>/<shard>/<unit>.parquet``: one row per problem with an image. ``severity`` is ``error`` (the
+image has no row in the stage's table and is excluded downstream) or ``warning`` (the image was processed anyway and
+has its row, e.g. ``DuplicateMember``: a repeated id whose first copy is used)."""
+
+SEVERITIES = ("error", "warning")
 
 OBJECT = pa.struct(
     [

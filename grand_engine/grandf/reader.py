@@ -12,7 +12,8 @@ from typing import Any
 import pyarrow as pa
 
 from grand_engine.io.store import OutputStore
-from grand_engine.runtime.manifests import StageRecord, data_path, iter_records
+from grand_engine.runtime.manifests import StageRecord, data_path
+from grand_engine.runtime.records import read_records
 
 BATCH_ROWS = 32
 """Rows converted to Python at a time (a level-4 row with its masks is tens of KB)."""
@@ -24,7 +25,7 @@ class MissingStageError(LookupError):
 
 def done_records(store: OutputStore, stage: str) -> dict[str, StageRecord]:
     """The ``done`` manifest records of ``stage`` by unit id, in unit order (``rows``: the unit's table rows)."""
-    records = {r.unit_id: r for r in iter_records(store, stage) if r.status == "done"}
+    records = {r.unit_id: r for r in read_records(store, stage) if r.status == "done"}
     return dict(sorted(records.items()))
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -163,6 +164,74 @@ class OutputStore:
         return iter(
             sorted(i.path[len(prefix) :] for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
         )
+
+    def list_sizes(self, rel_dir: str) -> dict[str, int]:
+        """Every file below ``rel_dir`` (recursive) with its size in bytes, keyed by relative path."""
+        return dict(zip(*self.listing(rel_dir), strict=True))
+
+    def listing(
+        self, rel_dir: str, read_size: Callable[[str, int], bool] | None = None
+    ) -> tuple[list[str], list[int]]:
+        """The relative paths of every file below ``rel_dir`` (recursive) and their sizes: one directory walk on a
+        local disk, one paginated listing on an object store (never one request per file).
+
+        An object store's listing carries the sizes. A local disk needs one ``stat`` per file for them, so there
+        ``read_size(folder, folder_mtime_ns)`` may decline a folder's sizes (reported as -1): the planner declines
+        folders unchanged since their records were compacted, as any file created, renamed or deleted in a folder
+        changes its modification time."""
+        base = self.full(rel_dir)
+        cut = len(self._base) + 1
+        paths: list[str] = []
+        sizes: list[int] = []
+        if self._fs is None:
+            stack = [base]
+            while stack:
+                folder = stack.pop()
+                try:
+                    entries = list(os.scandir(folder))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                with_size = True
+                if read_size is not None:
+                    try:
+                        with_size = read_size(folder[cut:], os.stat(folder).st_mtime_ns)
+                    except FileNotFoundError:
+                        continue
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif TMP_MARKER not in entry.name:
+                        paths.append(entry.path[cut:])
+                        sizes.append(entry.stat(follow_symlinks=False).st_size if with_size else -1)
+            return paths, sizes
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        for info in self._fs.get_file_info(selector):
+            if info.type == pafs.FileType.File:
+                paths.append(info.path[cut:])
+                sizes.append(int(info.size))
+        return paths, sizes
+
+    def mtime_ns(self, rel: str) -> int | None:
+        """A file's modification time (local disks; ``None`` on object stores or when it does not exist)."""
+        if self._fs is not None:
+            return None
+        try:
+            return os.stat(self.full(rel)).st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def delete_tree(self, rel_dir: str) -> None:
+        """Delete ``rel_dir`` and everything below it (nothing when it does not exist)."""
+        target = self.full(rel_dir)
+        if self._fs is None:
+            shutil.rmtree(target, ignore_errors=True)
+            return
+        import pyarrow.fs as pafs
+
+        if self._fs.get_file_info(target).type == pafs.FileType.Directory:
+            self._fs.delete_dir(target)
 
     def remove_orphans(self) -> int:
         """Delete temporary files left by a crash mid-write (local stores only); return how many."""

@@ -138,6 +138,7 @@ def errors_table(stage: str, unit_id: str, errors: list[ErrorRecord]) -> pa.Tabl
                 "unit_id": unit_id,
                 "error_type": e.error_type,
                 "message": e.message,
+                "severity": e.severity,
             }
             for e in errors
         ],
@@ -150,11 +151,31 @@ def check_result(
 ) -> tuple[pa.Table, list[ErrorRecord]]:
     """Enforce the stage contract on one result: the declared schema, one row per image, no unknown or duplicate
     ids, and (except for the ``root`` stage, which creates the images) every input image accounted for by a row or an
-    error row — an image with neither gets a ``MissingOutput`` error row, and an image with an error row loses its
-    row."""
+    error row — an image with neither gets a ``MissingOutput`` error row, and an image with an error row (severity
+    ``error``) loses its row; a warning row leaves the image's row in place."""
     if not isinstance(result, StageResult):
         raise StageOutputError(f"stage {stage.name!r} returned {type(result).__name__}, expected StageResult")
-    table = result.table
+    table = _conform(stage, result.table)
+    errors = list(result.errors)
+    if root:
+        return table, errors
+    ids = table.column("image_id").to_pylist()
+    unknown = sorted(set(ids) - set(unit_input.image_ids))
+    if unknown:
+        raise StageOutputError(f"stage {stage.name!r} returned rows for images it was not given: {unknown[:5]}")
+    failed = {e.image_id for e in errors if e.is_error}
+    accounted = set(ids) | failed
+    for image_id in unit_input.image_ids:
+        if image_id not in accounted:
+            errors.append(ErrorRecord(image_id, "MissingOutput", f"stage {stage.name!r} returned no row for it"))
+            failed.add(image_id)
+    if failed & set(ids):  # an image with an error row has no row: it is excluded downstream
+        table = table.filter(pc.invert(pc.is_in(table.column("image_id"), value_set=pa.array(sorted(failed)))))
+    return table, errors
+
+
+def _conform(stage: Stage, table: pa.Table) -> pa.Table:
+    """``table`` cast to the stage's schema, refusing missing columns and duplicate image ids."""
     missing_cols = [f.name for f in stage.schema if f.name not in table.column_names]
     if missing_cols:
         raise StageOutputError(f"stage {stage.name!r} table lacks columns {missing_cols}")
@@ -162,27 +183,10 @@ def check_result(
         table = table.select(stage.schema.names).cast(stage.schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
         raise StageOutputError(f"stage {stage.name!r} table does not match its schema: {exc}") from exc
-    ids = table.column("image_id").to_pylist()
-    dupes = [i for i, n in Counter(ids).items() if n > 1]
+    dupes = [i for i, n in Counter(table.column("image_id").to_pylist()).items() if n > 1]
     if dupes:
         raise StageOutputError(f"stage {stage.name!r} returned several rows for image(s) {dupes[:5]}")
-    errors = list(result.errors)
-    if root:
-        return table, errors
-    expected = unit_input.image_ids
-    unknown = sorted(set(ids) - set(expected))
-    if unknown:
-        raise StageOutputError(f"stage {stage.name!r} returned rows for images it was not given: {unknown[:5]}")
-    accounted = set(ids) | {e.image_id for e in errors}
-    for image_id in expected:
-        if image_id not in accounted:
-            errors.append(ErrorRecord(image_id, "MissingOutput", f"stage {stage.name!r} returned no row for it"))
-    if errors:
-        # An image with an error row has no row: it is excluded downstream.
-        bad = {e.image_id for e in errors}
-        if bad & set(ids):
-            table = table.filter(pc.invert(pc.is_in(table.column("image_id"), value_set=pa.array(sorted(bad)))))
-    return table, errors
+    return table
 
 
 class UnitRunner:
@@ -279,8 +283,10 @@ class UnitRunner:
                 record.status = "done"
                 record.images = len(unit_input.image_ids) if name != self.root else len(unit.members)
                 record.rows = table.num_rows
-                record.errors = len(errors)
+                record.errors = sum(1 for e in errors if e.is_error)
+                record.warnings = len(errors) - record.errors
                 record.error_types = dict(Counter(e.error_type for e in errors)) or None
+                record.schema_version = (stage.schema.metadata or {}).get(b"grand_engine.schema_version", b"").decode()
                 break
             except Exception as exc:  # noqa: BLE001 - a whole-unit failure is reported, not raised
                 last_exc = exc
@@ -294,7 +300,10 @@ class UnitRunner:
 
     def _write(self, name: str, unit_id: str, table: pa.Table, errors: list[ErrorRecord], record: StageRecord) -> None:
         if errors:
-            self.store.write_table(errors_path(name, unit_id), errors_table(name, unit_id, errors))
+            record.errors_bytes = self.store.write_table(
+                errors_path(name, unit_id), errors_table(name, unit_id, errors)
+            )
+            record.errors_output = errors_path(name, unit_id)
         else:
             self.store.delete(errors_path(name, unit_id))
         record.bytes = self.store.write_table(data_path(name, unit_id), table)

@@ -9,7 +9,9 @@ Layout under the output root (``unit_id`` is ``<shard>/<n:05d>``)::
     _index/<shard>.json                    the shard's member index (offsets), cached
     run.json, _runs/<time>.json            resolved configuration of the latest and of every run
 
-A (stage, unit) is done iff its manifest record exists and carries the stage's current fingerprint.
+A (stage, unit) is done iff its manifest record exists, carries the stage's current fingerprint, and its table (and
+error rows) are there with the recorded sizes. The driver compacts the records of a finished shard into
+``_manifests/_shards/<shard>.parquet`` (:mod:`grand_engine.runtime.records` reads both kinds).
 """
 
 from __future__ import annotations
@@ -54,9 +56,13 @@ class StageRecord:
     status: str  # "done" | "failed" | "skipped"
     rows: int = 0
     images: int = 0  # images the stage was given
-    errors: int = 0  # per-image error rows
-    output: str = ""
-    bytes: int = 0
+    errors: int = 0  # per-image error rows (severity "error": the image has no row)
+    warnings: int = 0  # per-image warning rows (severity "warning": the image was processed)
+    output: str = ""  # the table's path under the output root
+    bytes: int = 0  # the table's size: a table that is gone or of another size is recomputed
+    errors_output: str = ""  # the error rows' path ("" when the pair had none)
+    errors_bytes: int = 0
+    schema_version: str = ""  # the table schema's version (grand_engine.schema_version metadata)
     seconds: float = 0.0
     host: str = ""
     engine_version: str = ""
@@ -85,16 +91,6 @@ def host_name() -> str:
     return socket.gethostname()
 
 
-def read_record(store: OutputStore, stage: str, unit_id: str) -> StageRecord | None:
-    """The manifest record of (stage, unit), or ``None`` if absent or unreadable (treated as not done)."""
-    try:
-        return StageRecord.from_dict(json.loads(store.read_text(manifest_path(stage, unit_id))))
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError):
-        return None
-
-
 def commit_record(store: OutputStore, record: StageRecord) -> None:
     """Write the completion record of a successful (stage, unit) and clear any earlier failure note."""
     store.write_text(manifest_path(record.stage, record.unit_id), record.to_json())
@@ -103,23 +99,6 @@ def commit_record(store: OutputStore, record: StageRecord) -> None:
 
 def record_failure(store: OutputStore, record: StageRecord) -> None:
     store.write_text(failure_path(record.stage, record.unit_id), record.to_json())
-
-
-def invalidate(store: OutputStore, stage: str, unit_id: str) -> bool:
-    """Remove the manifest record of (stage, unit) so the next run recomputes it."""
-    return store.delete(manifest_path(stage, unit_id))
-
-
-def iter_records(store: OutputStore, stage: str | None = None) -> list[StageRecord]:
-    """Every readable manifest record (of one stage, or of all)."""
-    base = f"{MANIFESTS}/{stage}" if stage else MANIFESTS
-    out = []
-    for rel in store.list_files(base, ".json"):
-        try:
-            out.append(StageRecord.from_dict(json.loads(store.read_text(rel))))
-        except (ValueError, TypeError, FileNotFoundError):
-            continue
-    return out
 
 
 def iter_failures(store: OutputStore) -> list[StageRecord]:

@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from grand_engine.config import ConfigError
 from grand_engine.io.inputs import IMAGES, InputKind
 from grand_engine.io.sa1b import Member, ShardIndex
 from grand_engine.io.store import OutputStore
-from grand_engine.runtime.manifests import INDEX, read_record
+from grand_engine.runtime.manifests import ERRORS, INDEX
 from grand_engine.runtime.pipeline import Pipeline
+from grand_engine.runtime.records import RecordBook, positions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +43,7 @@ class Unit:
     members: list[Member]
     todo: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
+    span: tuple[int, int] = (0, 0)  # the unit's slice of its shard's members
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,72 +77,178 @@ def shard_identity(index: ShardIndex) -> str:
     for m in index.members:
         size = m.image.size if m.image else -1
         ann = m.annotation.size if m.annotation else -1
-        extra = "".join(f"\0{role}={loc.size}" for role, loc in sorted(m.extra.items()))  # e.g. a video's auto masklets
+        extra = "".join(
+            f"\0{role}={loc.size}" for role, loc in sorted(m.extra.items())
+        )  # e.g. a video's auto masklets
         h.update(f"{m.file_name}\0{size}\0{ann}\0{m.error_type or ''}{extra}\n".encode())
     return h.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What the planner needs of a shard when none of its units has work: its name, identity and size."""
+
+    shard: str
+    path: str
+    identity: str
+    members: int
+
+
+def _cache_valid(cached: dict[str, Any], path: Path, st: os.stat_result, kind: InputKind) -> bool:
+    same_file = cached.get("path") == str(path) and cached.get("size") == st.st_size
+    return same_file and cached.get("mtime_ns") == st.st_mtime_ns and cached.get("input", IMAGES.name) == kind.name
+
+
+def _cache_rels(path: Path) -> tuple[str, str]:
+    return f"{INDEX}/{path.stem}.json", f"{INDEX}/{path.stem}.summary.json"
 
 
 def load_index(path: Path, store: OutputStore | None, kind: InputKind = IMAGES) -> ShardIndex:
     """Index a shard with ``kind``, reusing the copy cached under ``OUT/_index`` when the file is unchanged."""
     st = path.stat()
-    cache_rel = None
-    if store is not None and path.is_file():
-        cache_rel = f"{INDEX}/{path.stem}.json"
+    cacheable = store is not None and path.is_file()
+    if cacheable:
         try:
-            cached = json.loads(store.read_text(cache_rel))
-            same_file = cached["path"] == str(path) and cached["size"] == st.st_size
-            if same_file and cached["mtime_ns"] == st.st_mtime_ns and cached.get("input", IMAGES.name) == kind.name:
+            cached = json.loads(store.read_text(_cache_rels(path)[0]))
+            if _cache_valid(cached, path, st, kind):
                 return ShardIndex.from_json(cached["index"])
         except (FileNotFoundError, KeyError, ValueError, TypeError):
             pass
     index = kind.index_shard(path)
-    if cache_rel is not None and store is not None:
-        payload = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "index": index.to_json()}
-        if kind.name != IMAGES.name:
-            payload["input"] = kind.name
-        store.write_text(cache_rel, json.dumps(payload))
+    if cacheable:
+        stamp = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "input": kind.name}
+        index_rel, summary_rel = _cache_rels(path)
+        store.write_text(index_rel, json.dumps({**stamp, "index": index.to_json()}))
+        summary = {**stamp, "shard": index.shard, "identity": shard_identity(index), "members": len(index.members)}
+        store.write_text(summary_rel, json.dumps(summary))
     return index
 
 
-def make_units(indexes: list[ShardIndex], unit_size: int, max_units: int | None = None) -> list[Unit]:
-    """Cut every shard into units of ``unit_size`` entries (in shard order)."""
-    if unit_size < 1:
-        raise ConfigError("--unit-size must be at least 1")
+def summarize_shard(
+    path: Path, store: OutputStore | None, kind: InputKind = IMAGES
+) -> tuple[ShardSummary, ShardIndex | None]:
+    """The shard's summary from the small cached file when the shard is unchanged (no index is read); otherwise
+    index it (caching both) and return the index too."""
+    if store is not None and path.is_file():
+        try:
+            cached = json.loads(store.read_text(_cache_rels(path)[1]))
+            if _cache_valid(cached, path, path.stat(), kind):
+                return ShardSummary(cached["shard"], str(path), cached["identity"], int(cached["members"])), None
+        except (FileNotFoundError, KeyError, ValueError, TypeError):
+            pass
+    index = load_index(path, store, kind)
+    return ShardSummary(index.shard, index.path, shard_identity(index), len(index.members)), index
+
+
+def _check_unique(summaries: list[ShardSummary]) -> None:
     seen: dict[str, str] = {}
-    units: list[Unit] = []
-    for index in indexes:
-        if index.shard in seen and seen[index.shard] != index.path:
+    for summary in summaries:
+        if summary.shard in seen and seen[summary.shard] != summary.path:
             raise ConfigError(
-                f"two shards share the name {index.shard!r} ({seen[index.shard]} and {index.path}); "
+                f"two shards share the name {summary.shard!r} ({seen[summary.shard]} and {summary.path}); "
                 "unit ids are <shard>/<n>, so shard names must be unique"
             )
-        seen[index.shard] = index.path
-        ident = shard_identity(index)
-        for n, start in enumerate(range(0, len(index.members), unit_size)):
-            units.append(
-                Unit(
-                    unit_id=f"{index.shard}/{n:05d}",
-                    shard=index.shard,
-                    shard_identity=ident,
-                    members=index.members[start : start + unit_size],
-                )
-            )
+        seen[summary.shard] = summary.path
+
+
+def cut_units(summaries: list[ShardSummary], unit_size: int, max_units: int | None = None) -> list[Unit]:
+    """Cut every shard into units of ``unit_size`` entries (in shard order); members are attached later."""
+    if unit_size < 1:
+        raise ConfigError("--unit-size must be at least 1")
+    _check_unique(summaries)
+    units: list[Unit] = []
+    for summary in summaries:
+        for n, start in enumerate(range(0, summary.members, unit_size)):
+            span = (start, min(start + unit_size, summary.members))
+            units.append(Unit(f"{summary.shard}/{n:05d}", summary.shard, summary.identity, [], span=span))
             if max_units is not None and len(units) >= max_units:
                 return units
     return units
 
 
-def fill_todo(pipeline: Pipeline, units: list[Unit], store: OutputStore) -> None:
-    """Set each unit's ``todo``/``done`` from the manifest records and current fingerprints."""
+def make_units(indexes: list[ShardIndex], unit_size: int, max_units: int | None = None) -> list[Unit]:
+    """Cut fully indexed shards into units of ``unit_size`` entries, members attached."""
+    summaries = [ShardSummary(i.shard, i.path, shard_identity(i), len(i.members)) for i in indexes]
+    units = cut_units(summaries, unit_size, max_units)
+    by_shard = {i.shard: i for i in indexes}
     for unit in units:
-        unit.todo, unit.done = [], []
-        for name in pipeline.order:
-            record = read_record(store, name, unit.unit_id)
-            expected = unit_fingerprint(pipeline.fingerprints[name], unit)
-            if record is not None and record.status == "done" and record.fingerprint == expected:
-                unit.done.append(name)
-            else:
-                unit.todo.append(name)
+        unit.members = by_shard[unit.shard].members[slice(*unit.span)]
+    return units
+
+
+def _listed(
+    store: OutputStore, stages: list[str], unit_ids: list[str], compacted_at: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The listed size of every (unit, stage) table and error file: ``-2`` absent, ``-1`` present with its size not
+    read (a local folder unchanged since its shard's records were compacted), else the size. One listing per stage
+    folder, in parallel."""
+
+    def read_size(folder: str, mtime_ns: int) -> bool:
+        return mtime_ns >= compacted_at.get(folder.rsplit("/", 1)[-1], -1)
+
+    prefixes = [*stages, *(f"{ERRORS}/{s}" for s in stages)]
+    tables = np.full((len(unit_ids), len(stages)), -2, dtype=np.int64)
+    errors = np.full((len(unit_ids), len(stages)), -2, dtype=np.int64)
+    with ThreadPoolExecutor(max_workers=min(len(prefixes), 32) or 1) as pool:
+        listings = pool.map(lambda prefix: store.listing(prefix, read_size), prefixes)
+        for k, (paths, sizes) in enumerate(listings):
+            stage = prefixes[k % len(stages)] if k < len(stages) else prefixes[k][len(ERRORS) + 1 :]
+            grid = tables if k < len(stages) else errors
+            start = len(stage) + 1 if k < len(stages) else len(ERRORS) + len(stage) + 2
+            if not paths:
+                continue
+            names = pa.array(paths, pa.string())
+            units = pc.utf8_slice_codeunits(names, start, -len(".parquet"))
+            rows = positions(units, unit_ids)
+            found = rows >= 0
+            grid[rows[found], stages.index(stage)] = np.asarray(sizes, dtype=np.int64)[found]
+    return tables, errors
+
+
+def fill_todo(pipeline: Pipeline, units: list[Unit], store: OutputStore, book: RecordBook | None = None) -> int:
+    """Set each unit's ``todo``/``done``: a (stage, unit) is done when its record is ``done`` with the stage's
+    current fingerprint and its table (and error rows, when it had any) are there with the recorded sizes (where the
+    size was read: see :func:`_listed`). Compares every record at once (vectorised); returns how many records were
+    refused because their output is gone or differs."""
+    order = pipeline.order
+    unit_ids = [u.unit_id for u in units]
+    book = book if book is not None else RecordBook.load(store)
+    table = book.table.filter(pc.equal(book.table["status"], "done"))
+    si = positions(table["stage"], order)
+    ui = positions(table["unit_id"], unit_ids)
+    keep = (si >= 0) & (ui >= 0)
+    table, si, ui = table.filter(pa.array(keep)), si[keep], ui[keep]
+    expected = pc.binary_join_element_wise(
+        pc.take(pa.array([pipeline.fingerprints[s] for s in order]), pa.array(si)),
+        pc.take(pa.array([u.shard_identity for u in units]), pa.array(ui)),
+        "-",
+    )
+    current = pc.equal(table["fingerprint"], expected).to_numpy(zero_copy_only=False)
+    tables, errors = _listed(store, order, unit_ids, book.compacted_at)
+    table_size, errors_size = tables[ui, si], errors[ui, si]
+    has_errors = pc.not_equal(table["errors_output"], "").to_numpy(zero_copy_only=False)
+    table_ok = (table_size == -1) | (table_size == table["bytes"].to_numpy())
+    errors_ok = ~has_errors | (errors_size == -1) | (errors_size == table["errors_bytes"].to_numpy())
+    present = table_ok & errors_ok
+    done = np.zeros((len(units), len(order)), dtype=bool)
+    done[ui[current & present], si[current & present]] = True
+    lost = current & ~present
+    if lost.any():
+        stages = table["stage"].filter(pa.array(lost)).to_pylist()[:3]
+        lost_units = table["unit_id"].filter(pa.array(lost)).to_pylist()[:3]
+        log.warning(
+            "%d (stage, unit) records point at a table that is missing or has another size (e.g. %s): recomputing them",
+            int(lost.sum()),
+            ", ".join(f"{s} {u}" for s, u in zip(stages, lost_units, strict=True)),
+        )
+    everything = list(order)
+    for unit, row in zip(units, done, strict=True):
+        if row.all():
+            unit.todo, unit.done = [], everything
+        else:
+            unit.todo = [s for s, d in zip(order, row, strict=True) if not d]
+            unit.done = [s for s, d in zip(order, row, strict=True) if d]
+    return int(lost.sum())
 
 
 @dataclass
@@ -141,6 +257,7 @@ class Plan:
     units: list[Unit]
     shards: list[str]
     unit_size: int
+    book: RecordBook = field(default_factory=RecordBook)
 
     @property
     def pending(self) -> list[Unit]:
@@ -150,6 +267,24 @@ class Plan:
         return sum(len(u.todo) for u in self.units)
 
 
+def _attach_members(
+    units: list[Unit],
+    summaries: list[ShardSummary],
+    indexes: dict[str, ShardIndex],
+    store: OutputStore,
+    kind: InputKind,
+) -> None:
+    """Give the units with work their shard members, reading each needed shard's full index once."""
+    paths = {s.shard: Path(s.path) for s in summaries}
+    needed = sorted({u.shard for u in units if u.todo and not u.members} - set(indexes))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for shard, index in zip(needed, pool.map(lambda s: load_index(paths[s], store, kind), needed), strict=True):
+            indexes[shard] = index
+    for unit in units:
+        if unit.todo and not unit.members:
+            unit.members = indexes[unit.shard].members[slice(*unit.span)]
+
+
 def make_plan(
     pipeline: Pipeline,
     shard_specs: list[str],
@@ -157,11 +292,20 @@ def make_plan(
     unit_size: int,
     max_units: int | None = None,
 ) -> Plan:
-    """List and index the shards (as the pipeline's input kind reads them), cut units and decide what each unit
-    still needs."""
+    """List the shards (as the pipeline's input kind reads them), cut units and decide what each unit still needs.
+
+    A finished shard costs one small cached summary (no index is read) and its records one compacted file, so
+    planning a finished run of many shards reads a few files per shard (``benchmarks/bench_plan_scale.py``)."""
     kind = pipeline.input_kind
     paths = kind.list_shards(shard_specs)
-    indexes = [load_index(p, store, kind) for p in paths]
-    units = make_units(indexes, unit_size, max_units)
-    fill_todo(pipeline, units, store)
-    return Plan(pipeline=pipeline, units=units, shards=[os.fspath(p) for p in paths], unit_size=unit_size)
+    workers = 8 if store.is_local else 32
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        book_future = pool.submit(RecordBook.load, store)
+        found = list(pool.map(lambda p: summarize_shard(p, store, kind), paths))
+        book = book_future.result()
+    summaries = [s for s, _ in found]
+    indexes = {s.shard: i for s, i in found if i is not None}
+    units = cut_units(summaries, unit_size, max_units)
+    fill_todo(pipeline, units, store, book)
+    _attach_members(units, summaries, indexes, store, kind)
+    return Plan(pipeline=pipeline, units=units, shards=[os.fspath(p) for p in paths], unit_size=unit_size, book=book)

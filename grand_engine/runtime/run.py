@@ -15,6 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.compute as pc
+
 from grand_engine.config import ConfigError, PipelineManifest
 from grand_engine.io.store import OutputStore, StoreError
 from grand_engine.progress import StageBoard
@@ -23,14 +25,13 @@ from grand_engine.runtime.lock import OutputLock, output_lock
 from grand_engine.runtime.manifests import (
     StageRecord,
     commit_record,
-    invalidate,
     iter_failures,
-    iter_records,
     now_iso,
     record_failure,
 )
 from grand_engine.runtime.pipeline import Pipeline, build_pipeline, engine_versions
 from grand_engine.runtime.plan import Plan, make_plan
+from grand_engine.runtime.records import RecordBook, invalidate_pairs, shard_of
 
 if TYPE_CHECKING:
     from grand_engine.runtime.inline import StageEvent
@@ -264,12 +265,18 @@ def execute(
     summary = RunSummary(units_total=len(plan.units))
     summary.units_skipped = sum(1 for u in plan.units if not u.todo)
     failed_units: set[str] = set()
+    remaining: dict[str, int] = defaultdict(int)  # pairs still to finish per shard; at 0 the shard is compacted
+    for unit in plan.pending:
+        remaining[unit.shard] += len(unit.todo)
+    touched: set[str] = set()
 
     def on_record(record: StageRecord) -> None:
         lock.ensure_held()  # never commit after another driver took this output over
         fault_point("driver.before_commit")
+        shard = shard_of(record.unit_id)
         if record.status == "done":
             commit_record(store, record)
+            plan.book.add(record)
             summary.executed.append((record.stage, record.unit_id))
         else:
             if record.status == "failed":
@@ -286,6 +293,16 @@ def execute(
             failed_units.add(record.unit_id)
         summary.add(record, plan.pipeline.root)
         observer.record(record)
+        touched.add(shard)
+        remaining[shard] -= 1
+        if remaining[shard] == 0:
+            compact(shard)
+
+    def compact(shard: str) -> None:
+        lock.ensure_held()
+        plan.book.compact_shard(store, shard)
+        touched.discard(shard)
+        fault_point("driver.after_compact")
 
     def on_event(event: StageEvent) -> None:
         summary.note(event.stage, ended=event.record is not None)
@@ -302,6 +319,8 @@ def execute(
         from grand_engine.runtime.ray_backend import run_ray  # deferred: only this backend imports Ray
 
         run_ray(plan, store, on_record, address=address, on_event=on_event)
+    for shard in sorted(touched):  # shards whose last pairs never reported (e.g. a lost Ray task)
+        compact(shard)
     fault_point("driver.before_summary")
     summary.units_failed = len(failed_units)
     summary.units_done = len(plan.pending) - summary.units_failed
@@ -404,12 +423,10 @@ def invalidate_stage(pipeline: Pipeline, plan: Plan, store: OutputStore, stage: 
     """Remove the records of ``stage`` and its descendants for the plan's units (``rerun --stage``)."""
     if stage not in pipeline.stages:
         raise ConfigError(f"stage {stage!r} is not part of this pipeline; stages: {', '.join(pipeline.order)}")
-    removed = []
-    for name in pipeline.descendants(stage):
-        for unit in plan.units:
-            if invalidate(store, name, unit.unit_id):
-                removed.append((name, unit.unit_id))
-    return removed
+    pairs = [(name, unit.unit_id) for name in pipeline.descendants(stage) for unit in plan.units]
+    existing = [(name, unit_id) for name, unit_id in pairs if plan.book.get(name, unit_id) is not None]
+    invalidate_pairs(store, plan.book, existing)
+    return existing
 
 
 @dataclass
@@ -419,12 +436,13 @@ class StageStatus:
     images: int = 0
     rows: int = 0
     errors: int = 0
+    warnings: int = 0
     failed: int = 0
     error_types: dict[str, int] = field(default_factory=dict)
 
 
 def status(out: str) -> tuple[dict[str, Any], list[StageStatus]]:
-    """Per-stage done/total units, images, rows and error rows — from manifest records alone."""
+    """Per-stage done/total units, images, rows and error rows — from the records alone (no table is opened)."""
     store = OutputStore(out)
     try:
         run_info = json.loads(store.read_text("run.json"))
@@ -433,19 +451,26 @@ def status(out: str) -> tuple[dict[str, Any], list[StageStatus]]:
             f"{out} has no run.json: it is not a grand-engine output folder (or no run started)"
         ) from None
     stages: dict[str, StageStatus] = {name: StageStatus(name) for name in run_info.get("stages", {})}
-    records = iter_records(store)
-    for rec in records:
-        st = stages.setdefault(rec.stage, StageStatus(rec.stage))
-        st.done += 1
-        st.images += rec.images
-        st.rows += rec.rows
-        st.errors += rec.errors
-        for k, v in (rec.error_types or {}).items():
-            st.error_types[k] = st.error_types.get(k, 0) + v
-    done_units = {(r.stage, r.unit_id) for r in records}
-    for rec in iter_failures(store):
-        if (rec.stage, rec.unit_id) not in done_units:
-            stages.setdefault(rec.stage, StageStatus(rec.stage)).failed += 1
+    table = RecordBook.load(store).table
+    table = table.filter(pc.equal(table["status"], "done"))
+    sums = table.group_by("stage").aggregate(
+        [("unit_id", "count"), ("images", "sum"), ("rows", "sum"), ("errors", "sum"), ("warnings", "sum")]
+    )
+    for row in sums.to_pylist():
+        st = stages.setdefault(row["stage"], StageStatus(row["stage"]))
+        st.done, st.images, st.rows = row["unit_id_count"], row["images_sum"] or 0, row["rows_sum"] or 0
+        st.errors, st.warnings = row["errors_sum"] or 0, row["warnings_sum"] or 0
+    typed = table.filter(pc.is_valid(table["error_types"]))
+    for stage, types in zip(typed["stage"].to_pylist(), typed["error_types"].to_pylist(), strict=True):
+        counts = stages[stage].error_types
+        for k, v in json.loads(types).items():
+            counts[k] = counts.get(k, 0) + v
+    failures = iter_failures(store)
+    if failures:  # a failure note outlives the failure only until the pair completes
+        done_pairs = set(zip(table["stage"].to_pylist(), table["unit_id"].to_pylist(), strict=True))
+        for rec in failures:
+            if (rec.stage, rec.unit_id) not in done_pairs:
+                stages.setdefault(rec.stage, StageStatus(rec.stage)).failed += 1
     return run_info, list(stages.values())
 
 

@@ -54,11 +54,17 @@ class Resources:
 
 @dataclass(frozen=True)
 class ErrorRecord:
-    """A per-image failure: the image is excluded downstream, the unit still completes."""
+    """A per-image problem. With ``severity = "error"`` (the default) the image is excluded from the stage's table and
+    downstream; a ``"warning"`` accompanies an image that was processed anyway. The unit completes either way."""
 
     image_id: str
     error_type: str
     message: str
+    severity: str = "error"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
 
     @classmethod
     def from_exception(cls, image_id: str, exc: BaseException) -> ErrorRecord:

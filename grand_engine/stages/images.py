@@ -23,6 +23,10 @@ MAX_IMAGE_BYTES_DEFAULT = 512 << 20
 decodes to 300 MB, so a bigger file is not a plausible input and reading it whole could exhaust memory."""
 
 
+WARNING_TYPES = frozenset({"DuplicateMember"})
+"""Entry problems that leave the image processed: a repeated id is reported, and its first copy is used."""
+
+
 @dataclass
 class ImagesStage(Stage):
     """Probe every image of the unit and record where its bytes live."""
@@ -47,7 +51,9 @@ class ImagesStage(Stage):
             try:
                 rows.append(self._row(member))
             except Exception as exc:  # noqa: BLE001 - one bad entry never stops the unit
-                errors.append(ErrorRecord(member.image_id, _error_type(exc), str(exc) or repr(exc)))
+                kind = _error_type(exc)
+                severity = "warning" if kind in WARNING_TYPES else "error"
+                errors.append(ErrorRecord(member.image_id, kind, str(exc) or repr(exc), severity))
         return StageResult(self.to_table(rows), errors)
 
     def _row(self, member: Member) -> dict[str, Any]:

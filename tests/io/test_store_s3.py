@@ -6,7 +6,6 @@ what went over the wire (one PUT per object, data before its manifest record).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -21,6 +20,7 @@ from grand_engine.config import load_manifest
 from grand_engine.io.store import OutputStore, StoreError
 from grand_engine.runtime.lock import OutputLock, OutputLockedError, read_lock
 from grand_engine.runtime.manifests import data_path, manifest_path
+from grand_engine.runtime.records import invalidate, read_record
 from grand_engine.runtime.run import run
 from tests.io.s3_server import MotoServer
 from tests.runtime.stages_for_tests import executions
@@ -137,11 +137,22 @@ def test_run_to_s3_writes_data_before_manifests_and_resumes(bucket, moto_server,
     _, again = run(manifest, [str(shards)], uri, backend="inline", progress=False)
     assert executions(log) == [] and again.units_skipped == 4
 
-    # deleting one record in the bucket reruns exactly that pair
+    # the records were compacted to one file per shard, and the per-pair files removed
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="grand/_manifests/")["Contents"]
+    keys = {o["Key"] for o in listed if not o["Key"].endswith("/")}  # pyarrow leaves empty folder markers
+    assert keys == {"grand/_manifests/_shards/sa_000000.arrow", "grand/_manifests/_shards/sa_000001.arrow"}
+
+    # invalidating one record reruns exactly that pair
     unit_id = plan.units[2].unit_id
-    boto3.client("s3").delete_object(Bucket=bucket, Key=f"grand/{manifest_path('t_double', unit_id)}")
+    assert invalidate(store, "t_double", unit_id)
     _, third = run(manifest, [str(shards)], uri, backend="inline", progress=False)
     assert executions(log) == [("t_double", unit_id)] and third.executed == [("t_double", unit_id)]
+
+    # a table deleted from the bucket is noticed by the planner (one listing per stage) and recomputed
+    log.unlink()
+    boto3.client("s3").delete_object(Bucket=bucket, Key=f"grand/{data_path('t_area', unit_id)}")
+    _, fourth = run(manifest, [str(shards)], uri, backend="inline", progress=False)
+    assert executions(log) == [("t_area", unit_id)] and fourth.executed == [("t_area", unit_id)]
 
 
 def test_lock_on_s3_refuses_a_second_driver(bucket):
@@ -179,9 +190,12 @@ def test_ray_workers_write_to_s3_configured_by_the_uri_alone(
     plan, summary = run(load_manifest(manifest_file), [str(shards)], uri, backend="ray", progress=False)
     assert summary.ok and summary.units_done == 4
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
-    assert sum(k.startswith("ray/_manifests/") for k in keys) == 16
+    assert [k for k in keys if k.startswith("ray/_manifests/") and not k.endswith("/")] == [
+        "ray/_manifests/_shards/sa_000000.arrow",
+        "ray/_manifests/_shards/sa_000001.arrow",
+    ]
     assert sum(k.startswith("ray/t_pixels/") for k in keys) == 4
-    record = json.loads(OutputStore(uri).read_text(manifest_path("t_pixels", "sa_000001/00001")))
+    record = vars(read_record(OutputStore(uri), "t_pixels", "sa_000001/00001"))
     assert re.fullmatch(r"[^/]+/[0-9a-f]{12}", record["host"])  # written by a Ray worker, which names its node
     _wait_for(lambda: sum(m == "PUT" and "/_manifests/" in k for m, k in moto_server.requests(bucket)) >= 16)
     assert not [k for m, k in moto_server.requests(bucket) if m == "POST"]  # one PUT per object from workers too

@@ -20,8 +20,9 @@ import pytest
 
 from grand_engine.config import ConfigError, load_manifest
 from grand_engine.io.store import OutputStore
-from grand_engine.runtime.manifests import MANIFESTS, data_path, errors_path, iter_records
+from grand_engine.runtime.manifests import MANIFESTS, data_path, errors_path
 from grand_engine.runtime.ray_backend import check_custom_resources, custom_resources, segments
+from grand_engine.runtime.records import read_records
 from grand_engine.runtime.run import run
 from tests.runtime.local_cluster import REPO, LocalCluster
 from tests.runtime.stages_for_tests import AreaStage, DoubleStage, PixelStage
@@ -122,7 +123,7 @@ def test_job_submission_runs_and_a_resubmitted_job_resumes(cluster, shards, tmp_
 
     # The job's driver ran on the head and released the output's lock.
     assert not (out / "_lock.json").exists()
-    hosts = {r.host for r in iter_records(OutputStore(out))}
+    hosts = {r.host for r in read_records(OutputStore(out))}
     assert all(re.fullmatch(r"[^/]+/[0-9a-f]{12}", h) for h in hosts), hosts
 
 
@@ -156,7 +157,7 @@ def test_stages_asking_for_a_custom_resource_run_on_the_node_that_has_it(cluster
     nodes = cluster.nodes_info()
     head = next(n["node_id"][:12] for n in nodes if n["is_head_node"])
     accel = next(n["node_id"][:12] for n in nodes if n["resources_total"].get("accel"))
-    records = iter_records(OutputStore(out))
+    records = read_records(OutputStore(out))
     assert len(records) == 16
     placement = {(r.stage, r.unit_id): r.host.rsplit("/", 1)[1] for r in records}
     for (stage, unit_id), node in placement.items():

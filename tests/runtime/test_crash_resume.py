@@ -35,9 +35,10 @@ import pytest
 
 from grand_engine.config import load_manifest
 from grand_engine.io.store import TMP_MARKER, OutputStore
-from grand_engine.runtime.manifests import MANIFESTS, data_path, errors_path, iter_records
+from grand_engine.runtime.manifests import MANIFESTS, data_path, errors_path
 from grand_engine.runtime.pipeline import build_pipeline
 from grand_engine.runtime.plan import make_plan
+from grand_engine.runtime.records import read_records
 from grand_engine.runtime.run import run
 from tests.io.shards import box_mask, image_bytes, sa1b_json, write_tar
 from tests.runtime.stages_for_tests import executions
@@ -134,14 +135,11 @@ class Trial:
         assert tuple(pipeline.order) == STAGES
         return [(stage, unit.unit_id) for unit in plan.units for stage in pipeline.order]
 
-    def records(self) -> dict[Pair, tuple[bytes, int]]:
-        """Manifest records on disk: (stage, unit) -> (file bytes, mtime_ns)."""
-        out = {}
-        base = self.out / MANIFESTS
-        for path in base.rglob("*.json") if base.exists() else []:
-            stage, *unit = path.relative_to(base).with_suffix("").parts
-            out[(stage, "/".join(unit))] = (path.read_bytes(), path.stat().st_mtime_ns)
-        return out
+    def records(self) -> dict[Pair, str]:
+        """The committed records, per-pair files and compacted ones alike: (stage, unit) -> the record's JSON."""
+        if not (self.out / MANIFESTS).exists():
+            return {}
+        return {(r.stage, r.unit_id): r.to_json() for r in read_records(OutputStore(self.out))}
 
     def cli(self, backend: str = "inline", fault: str | None = None) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if k not in ("GRAND_ENGINE_FAULT", "RAY_ADDRESS")}
@@ -221,7 +219,7 @@ def verify_complete(trial: Trial, pairs: list[Pair]) -> None:
     assert error_files == [errors_path("images", "sa_000000/00002")]
     [error] = pq.read_table(trial.out / error_files[0]).to_pylist()
     assert (error["image_id"], error["stage"], error["error_type"]) == (BAD_ID, "images", "ImageError")
-    recorded = {(r.stage, r.unit_id) for r in iter_records(OutputStore(trial.out))}
+    recorded = {(r.stage, r.unit_id) for r in read_records(OutputStore(trial.out))}
     assert recorded == set(pairs)
     pipeline = build_pipeline(load_manifest(trial.manifest))
     assert make_plan(pipeline, [str(trial.corpus.shards)], OutputStore(trial.out), unit_size=2).pairs_todo() == 0

@@ -27,7 +27,8 @@ import pytest
 import grand_engine.io.store as store_module
 from grand_engine.cli import main
 from grand_engine.io.store import TMP_MARKER, OutputStore
-from grand_engine.runtime.manifests import data_path, errors_path, iter_records
+from grand_engine.runtime.manifests import data_path, errors_path
+from grand_engine.runtime.records import read_records
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,7 +109,7 @@ def bytes_of_a_full_run(manifest: Path, shards: Path, out: Path, monkeypatch) ->
 
 def check_consistent(out: Path) -> set[tuple[str, str]]:
     """Every manifest record's table (and error file, if it counts errors) is complete and readable."""
-    records = iter_records(OutputStore(out))
+    records = read_records(OutputStore(out))
     for rec in records:
         assert pq.read_table(out / data_path(rec.stage, rec.unit_id)).num_rows == rec.rows
         if rec.errors:

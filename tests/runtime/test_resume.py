@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 from grand_engine.config import load_manifest
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.lock import output_lock
-from grand_engine.runtime.manifests import data_path, invalidate, iter_records, manifest_path
+from grand_engine.runtime.manifests import data_path, manifest_path
 from grand_engine.runtime.pipeline import build_pipeline
 from grand_engine.runtime.plan import make_plan
+from grand_engine.runtime.records import invalidate, read_records
 from grand_engine.runtime.run import execute, invalidate_stage, run
 from tests.runtime.stages_for_tests import executions
 
@@ -101,7 +102,7 @@ def test_stage_raising_mid_unit_leaves_no_parquet_and_no_manifest(shards, test_m
     assert not (out / manifest_path("t_double", bad)).exists()
     # the descendant was skipped, not run; other units completed
     assert not (out / manifest_path("t_pixels", bad)).exists()
-    done = {(r.stage, r.unit_id) for r in iter_records(store)}
+    done = {(r.stage, r.unit_id) for r in read_records(store)}
     for unit in plan2.units:
         if unit.unit_id != bad:
             assert ("t_pixels", unit.unit_id) in done
@@ -123,6 +124,7 @@ def test_per_image_error_rows_exclude_image_downstream(shards, test_manifest, tm
             "unit_id": unit.unit_id,
             "error_type": "ValueError",
             "message": "refusing sa_2",
+            "severity": "error",
         }
     ]
     for stage in ("t_area", "t_double", "t_pixels"):
