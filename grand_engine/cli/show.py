@@ -21,6 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--png", default=None, metavar="FILE", help="write one overlay PNG (--image, else the first image)")
     p.add_argument("--level", type=int, choices=(1, 2, 3, 4), default=None, help="table to show (default: highest)")
     p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    p.add_argument(
+        "--no-stats",
+        action="store_true",
+        help="without OUT/_stats (grand-engine stats), do not compute the dataset page's statistics",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -43,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
                 image_id=args.image,
                 level=args.level,
                 progress=not args.no_progress,
+                stats=not args.no_stats,
             )
             print(report.summary())
         if args.png:

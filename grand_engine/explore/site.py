@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from grand_engine.explore.dataset import SearchEntry, dataset_stats, search_entry, write_dataset_page
 from grand_engine.grandf.reader import MissingStageError, done_records, done_units, image_info, iter_rows, read_unit
 from grand_engine.io import rle
 from grand_engine.io.store import OutputStore
@@ -524,9 +525,16 @@ class SiteReport:
     def index(self) -> Path:
         return Path(self.dest) / "index.html"
 
+    @property
+    def dataset(self) -> Path:
+        return Path(self.dest) / "dataset.html"
+
     def summary(self) -> str:
         note = f"; {len(self.without_pixels)} without readable pixels" if self.without_pixels else ""
-        return f"{self.pages} image pages from {self.stage} ({self.seconds:.1f} s){note}\nopen {self.index.as_uri()}"
+        return (
+            f"{self.pages} image pages from {self.stage} ({self.seconds:.1f} s){note}\nopen {self.index.as_uri()}"
+            f"\ndataset page (statistics, search, error rows): {self.dataset.as_uri()}"
+        )
 
 
 def build_site(
@@ -537,8 +545,12 @@ def build_site(
     image_id: str | None = None,
     level: int | None = None,
     progress: bool = False,
+    stats: bool = True,
 ) -> SiteReport:
-    """Write the explorer for ``images`` images (or the one ``image_id``) of output ``out`` into ``dest``."""
+    """Write the explorer for ``images`` images (or the one ``image_id``) of output ``out`` into ``dest``.
+
+    The dataset page shows the statistics of ``grand-engine stats`` from ``OUT/_stats``; without them, ``stats``
+    computes them for the page when the stats module is installed."""
     start = time.perf_counter()
     store = out if isinstance(out, OutputStore) else OutputStore(out)
     stage = pick_stage(store, level)
@@ -551,6 +563,10 @@ def build_site(
             bar.update(1)
     total = sum(r.rows for r in done_records(store, stage).values())
     site.write_index(store.uri, total)
+    run_stats = dataset_stats(store, Path(dest), compute=stats)
+    write_dataset_page(
+        Path(dest), store, stage, site.search, total, site.page, _template("dataset_body.html"), run_stats
+    )
     site.report.seconds = time.perf_counter() - start
     return site.report
 
@@ -578,6 +594,7 @@ class _Site:
         self.slugs = unique_slugs(order)
         self.report = SiteReport(dest=str(dest), stage=stage)
         self.cards: list[str] = []
+        self.search: list[SearchEntry] = []
         self.statuses: dict[str, int] = {}
         self.page, self.body, self.card = _template("page.html"), _template("image_body.html"), _template("card.html")
 
@@ -599,6 +616,7 @@ class _Site:
             self._image_page(data, picture, masked, status), encoding="utf-8"
         )
         self.cards.append(self._card(data, slug, status, masked))
+        self.search.append(search_entry(data.row, f"images/{slug}.html", f"thumbs/{slug}.jpg"))
         self.report.pages += 1
 
     def _picture(self, data: ImageData, slug: str) -> str:
@@ -684,7 +702,7 @@ class _Site:
             root="",
             heading="grand-engine explorer",
             subtitle=_e(output_uri),
-            nav="",
+            nav='<a href="dataset.html" id="dataset-link">dataset: statistics, search, error rows</a>',
             body=index_body,
         )
         (self.dest / "index.html").write_text(page, encoding="utf-8")
