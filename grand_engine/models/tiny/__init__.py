@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 
 from grand_engine.models.base import quiet_transformers
-from grand_engine.models.tiny import clip, closed_set, depth, dino, llm, open_vocab, sam, vlm
+from grand_engine.models.tiny import clip, closed_set, depth, dino, llm, open_vocab, sam, video, vlm
 
 Builder = Callable[[Path], None]
 
@@ -53,6 +53,8 @@ BUILDERS: dict[str, Builder] = {
     "florence2": vlm.build_florence2,
     "kosmos2": vlm.build_kosmos2,
     "llama": llm.build_llama,
+    "sam2-video": video.build_sam2_video,
+    "qwen2.5-vl": video.build_qwen2_5_vl,
 }
 """Every tiny checkpoint by name (the folder name under the tiny directory) and the function that builds it."""
 
