@@ -40,7 +40,8 @@ ASSUMPTIONS: dict[str, Assumption] = {
         0.5, "assumed: share of objects with more than one candidate label (step 16 runs CLIP only on those)"
     ),
     "large_objects_per_image": Assumption(
-        12, "assumed: objects covering >= 2 % of the image (step 15's filter); docs/performance.md §7 assumed ~10"
+        12,
+        "assumed: objects covering >= 2 % of the image (step 15's filter); the projection of docs/performance.md (section 7) assumed ~10",
     ),
     "sam_box_fraction": Assumption(
         0.3, "assumed: share of objects with no SA-1B mask at IoU >= 0.65, segmented by SAM from their box (step 22)"
