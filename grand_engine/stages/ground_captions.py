@@ -316,76 +316,98 @@ class CaptionGrounder:
         ``pool`` as candidates and ``targets`` for the noun pass; filtered and ordered by span."""
         if not caption or not caption.strip():
             return []
-        folded = fold_case(caption)
-        found: list[Grounded] = []
-        used: set[str] = set()
+        found = _Found(caption)
+        self._exact_pass(found, exact_groups)
+        if fallbacks:
+            pending = [p for p in extract_phrases(self.nlp, caption) if not found.covered(p.start, p.end)]
+            pool = [c for c in pool if c.text]
+            if pending and pool:
+                pending = self._lemma_pass(found, pending, pool)
+            if pending and pool and self.embedder is not None:
+                pending = self._embedding_pass(found, pending, pool)
+            if pending and targets:
+                self._noun_pass(found, pending, targets)
+        return _filter(found.grounded)
 
-        def add(start: int, end: int, ids: Iterable[int], match: str) -> bool:
-            key = _key(caption[start:end])
-            if not key or key in used or end <= start:
-                return False
-            ids = tuple(dict.fromkeys(ids))
-            if match != "exact" and any(
-                start <= g.start and g.end <= end and set(g.ids) == set(ids) for g in found
-            ):  # a detail inside this span already grounds exactly these objects, more precisely
-                return False
-            used.add(key)
-            found.append(Grounded(start, end, ids, match))
-            return True
-
-        def covered(start: int, end: int) -> bool:
-            if _key(caption[start:end]) in used:
-                return True
-            return any(g.start <= start and end <= g.end for g in found)
-
+    def _exact_pass(self, found: _Found, exact_groups: Sequence[Sequence[Candidate]]) -> None:
+        """Pass 1: per group, the first candidate found in the caption that is not already a detail."""
+        folded = fold_case(found.caption)
         for group in exact_groups:
             for cand in group:
-                if cand.text in used:
+                if cand.text in found.used:
                     continue
                 span = find_phrase(folded, cand.text)
-                if span is not None and add(*span, cand.ids, "exact"):
+                if span is not None and found.add(*span, cand.ids, "exact"):
                     break
-        if not fallbacks:
-            return _filter(found)
 
-        pending = [p for p in extract_phrases(self.nlp, caption) if not covered(p.start, p.end)]
-        pool = [c for c in pool if c.text]
+    def _lemma_pass(self, found: _Found, pending: list[Any], pool: Sequence[Candidate]) -> list[Any]:
+        """Pass 2: the best candidate by lemma overlap, when ``>= lemma_overlap``; returns the phrases left."""
+        lemmas = self.lemmas([_key(p.phrase) for p in pending] + [c.text for c in pool])
+        rest = []
+        for p in pending:
+            if found.covered(p.start, p.end):
+                continue
+            text = _key(p.phrase)
+            scores = [self.lemma_score(text, c.text, lemmas) for c in pool]
+            best = int(np.argmax(scores))
+            if not (scores[best] >= self.lemma_overlap and found.add(p.start, p.end, pool[best].ids, "lemma")):
+                rest.append(p)
+        return rest
 
-        if pending and pool:  # pass 2: lemma overlap
-            lemmas = self.lemmas([_key(p.phrase) for p in pending] + [c.text for c in pool])
-            rest = []
-            for p in pending:
-                if covered(p.start, p.end):
-                    continue
-                text = _key(p.phrase)
-                scores = [self.lemma_score(text, c.text, lemmas) for c in pool]
-                best = int(np.argmax(scores))
-                if not (scores[best] >= self.lemma_overlap and add(p.start, p.end, pool[best].ids, "lemma")):
-                    rest.append(p)
-            pending = rest
+    def _embedding_pass(self, found: _Found, pending: list[Any], pool: Sequence[Candidate]) -> list[Any]:
+        """Pass 3: the most similar candidate by sentence embedding, when ``>= embedding_threshold``; returns the
+        phrases left."""
+        sims = self.vectors([_key(p.phrase) for p in pending]) @ self.vectors([c.text for c in pool]).T
+        rest = []
+        for i, p in enumerate(pending):
+            if found.covered(p.start, p.end):
+                continue
+            best = int(np.argmax(sims[i]))
+            if not (
+                sims[i, best] >= self.embedding_threshold and found.add(p.start, p.end, pool[best].ids, "embedding")
+            ):
+                rest.append(p)
+        return rest
 
-        if pending and pool and self.embedder is not None:  # pass 3: sentence-embedding similarity
-            sims = self.vectors([_key(p.phrase) for p in pending]) @ self.vectors([c.text for c in pool]).T
-            rest = []
-            for i, p in enumerate(pending):
-                if covered(p.start, p.end):
-                    continue
-                best = int(np.argmax(sims[i]))
-                if not (
-                    sims[i, best] >= self.embedding_threshold and add(p.start, p.end, pool[best].ids, "embedding")
-                ):
-                    rest.append(p)
-            pending = rest
+    def _noun_pass(self, found: _Found, pending: list[Any], targets: Sequence[NounTarget]) -> None:
+        """Pass 4: each sub-phrase whose head noun names exactly one target (or the enclosing one of two)."""
+        phrases = [p for p in pending if not found.covered(p.start, p.end)]
+        docs = self.nlp.pipe([parse_text(p.phrase) for p in phrases])
+        for p, doc in zip(phrases, docs, strict=True):
+            for sub in fallback_phrases(doc, p.phrase):
+                target = _unique_target(_noun_forms(doc, sub), targets)
+                if target is not None:
+                    found.add(p.start + sub.start, p.start + sub.end, (target,), "noun")
 
-        if pending and targets:  # pass 4: unique noun
-            phrases = [p for p in pending if not covered(p.start, p.end)]
-            docs = self.nlp.pipe([parse_text(p.phrase) for p in phrases])
-            for p, doc in zip(phrases, docs, strict=True):
-                for sub in fallback_phrases(doc, p.phrase):
-                    target = _unique_target(_noun_forms(doc, sub), targets)
-                    if target is not None:
-                        add(p.start + sub.start, p.start + sub.end, (target,), "noun")
-        return _filter(found)
+
+class _Found:
+    """The phrases grounded in one caption so far, and the phrase texts they use."""
+
+    def __init__(self, caption: str) -> None:
+        self.caption = caption
+        self.grounded: list[Grounded] = []
+        self.used: set[str] = set()
+
+    def add(self, start: int, end: int, ids: Iterable[int], match: str) -> bool:
+        """Record ``[start, end)`` as grounded to ``ids``; ``False`` when its text is empty or already used, or
+        (for a fallback pass) when a detail inside the span already grounds exactly these objects."""
+        key = _key(self.caption[start:end])
+        if not key or key in self.used or end <= start:
+            return False
+        ids = tuple(dict.fromkeys(ids))
+        if match != "exact" and any(
+            start <= g.start and g.end <= end and set(g.ids) == set(ids) for g in self.grounded
+        ):  # a detail inside this span already grounds exactly these objects, more precisely
+            return False
+        self.used.add(key)
+        self.grounded.append(Grounded(start, end, ids, match))
+        return True
+
+    def covered(self, start: int, end: int) -> bool:
+        """Whether the span's text is already a detail, or the span lies inside a detail's span."""
+        if _key(self.caption[start:end]) in self.used:
+            return True
+        return any(g.start <= start and end <= g.end for g in self.grounded)
 
 
 def _noun_forms(doc: Any, sub: Any) -> tuple[set[str], set[str]]:
