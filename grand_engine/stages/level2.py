@@ -69,18 +69,33 @@ def assemble_level2(
     (``object_id``, ``depth``, ``depth_note``); all keyed by the row's ids. The input row is not modified.
     Raises ``ValueError`` when ids are duplicated or a side-table entry does not fit the row.
     """
-    out = dict(row)
     objects = [_copy_object(o) for o in row.get("objects") or []]
     floating = [_copy_object(o) for o in row.get("floating_objects") or []]
+    by_id = _index_by_id(objects + floating)
+    _apply_descriptions(by_id, {int(o["id"]) for o in objects}, descriptions or [])
+    _apply_labels(by_id, assignments or [])
+    if depths is not None:
+        _apply_depths(by_id, depths)
+    promoted = promote_big_boxes(objects, floating, row.get("width"), row.get("height"), promote_area_fraction)
+    return _renumber(row, objects, floating, promoted)
+
+
+def _index_by_id(entries: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Objects then floating objects by id; ``ValueError`` for a missing or repeated id."""
     by_id: dict[int, dict[str, Any]] = {}
-    for obj in objects + floating:
+    for obj in entries:
         oid = obj.get("id")
         if oid is None or int(oid) in by_id:
             raise ValueError(f"link_phrases id {oid!r} is missing or used by more than one object")
         by_id[int(oid)] = obj
-    object_ids = {int(o["id"]) for o in objects}
+    return by_id
 
-    for entry in descriptions or []:
+
+def _apply_descriptions(
+    by_id: dict[int, dict[str, Any]], object_ids: set[int], descriptions: list[dict[str, Any]]
+) -> None:
+    """Step 1: each cleaned description goes first among its object's attributes (not repeated)."""
+    for entry in descriptions:
         oid = int(entry["object_id"])
         if oid not in object_ids:
             raise ValueError(f"region_attributes describes id {oid}, which is not an object of link_phrases")
@@ -89,8 +104,11 @@ def assemble_level2(
             obj = by_id[oid]
             obj["attributes"] = [text] + [a for a in obj["attributes"] if a != text]
 
+
+def _apply_labels(by_id: dict[int, dict[str, Any]], assignments: list[dict[str, Any]]) -> None:
+    """Step 2: every object's ``label`` from its ``label_assign`` choice, else its first label."""
     chosen: dict[int, str] = {}
-    for entry in assignments or []:
+    for entry in assignments:
         oid = int(entry["object_id"])
         if oid not in by_id:
             raise ValueError(f"label_assign names id {oid}, which does not exist in link_phrases")
@@ -104,8 +122,11 @@ def assemble_level2(
     for oid, obj in by_id.items():
         _set_label(obj, chosen.get(oid))
 
+
+def _apply_depths(by_id: dict[int, dict[str, Any]], depths: list[dict[str, Any]]) -> None:
+    """Step 3: ``depth`` and ``depth_note`` of every object; ``ValueError`` when one has no entry."""
     seen_depth: set[int] = set()
-    for entry in depths or []:
+    for entry in depths:
         oid = int(entry["object_id"])
         if oid not in by_id:
             raise ValueError(f"object_depth names id {oid}, which does not exist in link_phrases")
@@ -114,11 +135,17 @@ def assemble_level2(
         by_id[oid]["depth"] = float(depth) if finite else None
         by_id[oid]["depth_note"] = entry.get("depth_note") if finite or depth is None else "no finite depth in region"
         seen_depth.add(oid)
-    if depths is not None and seen_depth != set(by_id):
+    if seen_depth != set(by_id):
         missing = sorted(set(by_id) - seen_depth)
         raise ValueError(f"object_depth has no entry for ids {missing}")
 
-    promoted = promote_big_boxes(objects, floating, row.get("width"), row.get("height"), promote_area_fraction)
+
+def _renumber(
+    row: dict[str, Any], objects: list[dict[str, Any]], floating: list[dict[str, Any]], promoted: list[int]
+) -> dict[str, Any]:
+    """Step 5: a copy of ``row`` with objects, promoted and remaining floating objects numbered ``0..n-1`` and
+    every id-bearing field remapped."""
+    out = dict(row)
     new_order = objects + [floating[i] for i in promoted] + [f for i, f in enumerate(floating) if i not in promoted]
     old_to_new = {int(obj["id"]): new for new, obj in enumerate(new_order)}
     for new, obj in enumerate(new_order):
