@@ -90,23 +90,60 @@ def link_phrases(
     objects: list[dict[str, Any]] = [_complete_object(o) for o in row.get("objects") or []]
     floating: list[dict[str, Any]] = [_complete_object(o) for o in row.get("floating_objects") or []]
     n_objects = len(objects)
-    n_level1_floating = len(floating)
+    old_to_uid = _uids_by_old_id(objects + floating)
+    confirmed, relations = _link_all(objects, floating, phrases, row.get("width"), row.get("height"), iou_threshold)
 
-    # Every record gets a position key ("uid") in objects + floating; old ids map to uids.
+    # Renumber: objects, promoted floating objects, then the rest; ids are positions.
+    all_records = objects + floating
+    promoted = [n_objects + i for i in range(len(floating)) if i in confirmed]
+    remaining = [n_objects + i for i in range(len(floating)) if i not in confirmed]
+    new_order = list(range(n_objects)) + promoted + remaining
+    uid_to_new = {uid: new for new, uid in enumerate(new_order)}
+    n_new_objects = n_objects + len(promoted)
+    for uid, new in uid_to_new.items():
+        all_records[uid]["id"] = new
+
+    row["objects"] = [all_records[uid] for uid in new_order[:n_new_objects]]
+    row["floating_objects"] = [all_records[uid] for uid in new_order[n_new_objects:]]
+    row["affordances"] = [_remap_affordance(a, old_to_uid, uid_to_new) for a in row.get("affordances") or []]
+    row["relationships"] = [
+        {"phrase": phrase, "object_ids": [uid_to_new[uid] for uid in uids]} for phrase, uids in relations.items()
+    ]
+    row["captions"] = list(captions)
+    row.pop("id_counter", None)
+    return row
+
+
+def _uids_by_old_id(records: list[dict[str, Any]]) -> dict[int, int]:
+    """Every record's position ("uid") in objects + floating, by its level-1 id; ``ValueError`` for a missing or
+    repeated id."""
     old_to_uid: dict[int, int] = {}
-    for uid, obj in enumerate(objects + floating):
+    for uid, obj in enumerate(records):
         old = obj.get("id")
         if old is None:
             raise ValueError(f"level-1 object at position {uid} has no id")
         if old in old_to_uid:
             raise ValueError(f"level-1 id {old} is used by more than one object")
         old_to_uid[int(old)] = uid
+    return old_to_uid
 
+
+def _link_all(
+    objects: list[dict[str, Any]],
+    floating: list[dict[str, Any]],
+    phrases: list[dict[str, Any]],
+    width: Any,
+    height: Any,
+    iou_threshold: float,
+) -> tuple[set[int], dict[str, list[int]]]:
+    """Link the grounded phrases in caption order (``floating`` gains the caption-made objects and the nouns of
+    the confirmed ones). Returns the floating positions confirmed by a grounding (level-1 ones only) and, per
+    normalised phrase, the linked uids in link order."""
+    n_objects = len(objects)
+    n_level1_floating = len(floating)
     object_boxes = _boxes(objects)
     confirmed: set[int] = set()  # floating positions (< n_level1_floating) confirmed by a grounding
     relations: dict[str, list[int]] = {}  # normalised phrase -> uids in link order
-
-    width, height = row.get("width"), row.get("height")
     for entry in sorted(phrases or [], key=_caption_order):
         box = _valid_box(entry.get("box"), width, height)
         text = normalise_phrase(entry.get("phrase") or "")
@@ -134,26 +171,7 @@ def link_phrases(
 
         ids = relations.setdefault(text, [])
         ids.extend(uid for uid in linked if uid not in ids)
-
-    # Renumber: objects, promoted floating objects, then the rest; ids are positions.
-    all_records = objects + floating
-    promoted = [n_objects + i for i in range(len(floating)) if i in confirmed]
-    remaining = [n_objects + i for i in range(len(floating)) if i not in confirmed]
-    new_order = list(range(n_objects)) + promoted + remaining
-    uid_to_new = {uid: new for new, uid in enumerate(new_order)}
-    n_new_objects = n_objects + len(promoted)
-    for uid, new in uid_to_new.items():
-        all_records[uid]["id"] = new
-
-    row["objects"] = [all_records[uid] for uid in new_order[:n_new_objects]]
-    row["floating_objects"] = [all_records[uid] for uid in new_order[n_new_objects:]]
-    row["affordances"] = [_remap_affordance(a, old_to_uid, uid_to_new) for a in row.get("affordances") or []]
-    row["relationships"] = [
-        {"phrase": phrase, "object_ids": [uid_to_new[uid] for uid in uids]} for phrase, uids in relations.items()
-    ]
-    row["captions"] = list(captions)
-    row.pop("id_counter", None)
-    return row
+    return confirmed, relations
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
