@@ -286,22 +286,27 @@ def generate(
             continue
         outs = _chat(llm, [convs[i] for i in indices], retry_seeds, limit, settings)
         for i, completion in zip(indices, outs, strict=True):
-            verdict, text, reason = _assess(completion.text, completion.finish_reason, settings)
-            if verdict == "ok":
-                results[i] = Generation(text, reason, 2, limit)
-            elif verdict == "longer" and settings.accept_truncated and text:
-                results[i] = Generation(text, FINISH_LENGTH, 2, limit)
-            elif verdict == "longer":
-                message = (
-                    f"the completion was cut by the token limit at {settings.max_tokens} tokens and again at "
-                    f"{limit} tokens (raise max_tokens / retry_max_tokens, or set accept_truncated)"
-                )
-                results[i] = Generation(text, FINISH_LENGTH, 2, limit, ("TruncatedCompletion", message))
-            else:
-                message = "the LLM returned an empty completion (or only a repeat of the prompt's layout) twice"
-                results[i] = Generation("", FINISH_STOP, 2, limit, ("EmptyCompletion", message))
+            results[i] = _retried(completion, limit, settings)
     assert all(r is not None for r in results)
     return results  # type: ignore[return-value]
+
+
+def _retried(completion: Any, limit: int, settings: GenerationSettings) -> Generation:
+    """The result of a second attempt made with token limit ``limit``: its text, the cut text when
+    ``accept_truncated``, else an error."""
+    verdict, text, reason = _assess(completion.text, completion.finish_reason, settings)
+    if verdict == "ok":
+        return Generation(text, reason, 2, limit)
+    if verdict == "longer" and settings.accept_truncated and text:
+        return Generation(text, FINISH_LENGTH, 2, limit)
+    if verdict == "longer":
+        message = (
+            f"the completion was cut by the token limit at {settings.max_tokens} tokens and again at "
+            f"{limit} tokens (raise max_tokens / retry_max_tokens, or set accept_truncated)"
+        )
+        return Generation(text, FINISH_LENGTH, 2, limit, ("TruncatedCompletion", message))
+    message = "the LLM returned an empty completion (or only a repeat of the prompt's layout) twice"
+    return Generation("", FINISH_STOP, 2, limit, ("EmptyCompletion", message))
 
 
 def generation_error(image_id: str, gen: Generation, what: str) -> ErrorRecord:
