@@ -124,30 +124,7 @@ class RegionAttributes(Stage):
     def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
         """``region_attributes`` rows for ``image_ids``."""
         selected = {i: large_objects(unit.input_row("link_phrases", i), self.min_area_fraction) for i in image_ids}
-        texts: dict[tuple[str, int], str] = {}
-        if self.use_region:
-            for image_id, objects in selected.items():
-                if not objects:
-                    continue
-                answers = self.vlm.region_description(
-                    unit.pixels(image_id), [o["bbox"] for o in objects], max_new_tokens=self.max_new_tokens
-                )
-                for obj, answer in zip(objects, answers, strict=True):
-                    texts[(image_id, int(obj["id"]))] = answer
-        else:
-            keys, crops = [], []
-            for image_id, objects in selected.items():
-                if not objects:
-                    continue
-                pixels = unit.pixels(image_id)
-                for obj in objects:
-                    crop = crop_box(pixels, obj["bbox"])
-                    if crop is not None:
-                        keys.append((image_id, int(obj["id"])))
-                        crops.append(crop)
-            if crops:
-                generations = self.vlm.generate(crops, self.prompt_text, max_new_tokens=self.max_new_tokens)
-                texts.update({key: gen.text for key, gen in zip(keys, generations, strict=True)})
+        texts = self._describe_regions(unit, selected) if self.use_region else self._describe_crops(unit, selected)
         rows = []
         for image_id in image_ids:
             descriptions = []
@@ -157,3 +134,38 @@ class RegionAttributes(Stage):
                     descriptions.append({"object_id": int(obj["id"]), "description": text})
             rows.append({"image_id": image_id, "descriptions": descriptions})
         return rows
+
+    def _describe_regions(
+        self, unit: UnitInput, selected: dict[str, list[dict[str, Any]]]
+    ) -> dict[tuple[str, int], str]:
+        """Region mode: Florence-2's description of each selected box, one call per image, by (image, id)."""
+        texts: dict[tuple[str, int], str] = {}
+        for image_id, objects in selected.items():
+            if not objects:
+                continue
+            answers = self.vlm.region_description(
+                unit.pixels(image_id), [o["bbox"] for o in objects], max_new_tokens=self.max_new_tokens
+            )
+            for obj, answer in zip(objects, answers, strict=True):
+                texts[(image_id, int(obj["id"]))] = answer
+        return texts
+
+    def _describe_crops(
+        self, unit: UnitInput, selected: dict[str, list[dict[str, Any]]]
+    ) -> dict[tuple[str, int], str]:
+        """Crop mode: the VLM's answer to the prompt for each selected box's crop, one call for the batch, by
+        (image, id); a box with no crop gets none."""
+        keys, crops = [], []
+        for image_id, objects in selected.items():
+            if not objects:
+                continue
+            pixels = unit.pixels(image_id)
+            for obj in objects:
+                crop = crop_box(pixels, obj["bbox"])
+                if crop is not None:
+                    keys.append((image_id, int(obj["id"])))
+                    crops.append(crop)
+        if not crops:
+            return {}
+        generations = self.vlm.generate(crops, self.prompt_text, max_new_tokens=self.max_new_tokens)
+        return {key: gen.text for key, gen in zip(keys, generations, strict=True)}
