@@ -82,8 +82,21 @@ def build_scene_graph(
     if len(layer_thresholds) != 3 or list(layer_thresholds) != sorted(layer_thresholds):
         raise ValueError(f"layer_thresholds must be three increasing numbers, got {layer_thresholds!r}")
     pool = select_pool(row, max_objects=max_objects)
-    layer_members = assign_layers(pool, layer_thresholds)
+    layers, group_of, layer_lines = _group_layers(assign_layers(pool, layer_thresholds), group_distance)
+    relationships = _group_relationships(row.get("relationships") or [], group_of)
+    return {
+        "layers": layers,
+        "relationships": relationships,
+        "text": _render_text(layer_lines, row, relationships),
+        "num_objects": len(pool),
+    }
 
+
+def _group_layers(
+    layer_members: list[list[dict[str, Any]]], group_distance: float
+) -> tuple[list[dict[str, Any]], dict[int, int], list[str]]:
+    """Step 3: the non-empty layers with their groups (ids counted across layers), each object id's group, and
+    the layers' text lines."""
     layers: list[dict[str, Any]] = []
     group_of: dict[int, int] = {}
     text_lines: list[str] = []
@@ -105,20 +118,28 @@ def build_scene_graph(
                 if obj.get("id") is not None:
                     group_of[int(obj["id"])] = gid
             text_lines.append(f"Group {gid}: " + ", ".join(_entry(o) for o in objs))
+    return layers, group_of, text_lines
 
-    relationships: list[dict[str, Any]] = []
-    for rel in row.get("relationships") or []:
+
+def _group_relationships(relationships: list[dict[str, Any]], group_of: dict[int, int]) -> list[dict[str, Any]]:
+    """Step 4: each relationship with the distinct groups of its pooled objects; those with none left out."""
+    out: list[dict[str, Any]] = []
+    for rel in relationships:
         gids: list[int] = []
         for oid in rel.get("object_ids") or []:
             gid = group_of.get(oid)
             if gid is not None and gid not in gids:
                 gids.append(gid)
         if gids:
-            relationships.append({"phrase": rel.get("phrase") or "", "group_ids": gids})
+            out.append({"phrase": rel.get("phrase") or "", "group_ids": gids})
+    return out
 
+
+def _render_text(layer_lines: list[str], row: dict[str, Any], relationships: list[dict[str, Any]]) -> str:
+    """Step 5: the layers, captions, relationships and landmark blocks, underscores turned into spaces."""
     blocks: list[list[str]] = []
-    if text_lines:
-        blocks.append(text_lines)
+    if layer_lines:
+        blocks.append(layer_lines)
     blocks.append(["Short Captions:"] + [_one_line(c) for c in row.get("captions") or [] if c and c.strip()])
     blocks.append(
         ["Relationships:"]
@@ -128,12 +149,7 @@ def build_scene_graph(
     if landmark:
         blocks.append(["Landmarks:", landmark])
     text = "\n".join("".join(line + "\n" for line in block) for block in blocks)
-    return {
-        "layers": layers,
-        "relationships": relationships,
-        "text": text.replace("_", " "),
-        "num_objects": len(pool),
-    }
+    return text.replace("_", " ")
 
 
 def select_pool(row: dict[str, Any], *, max_objects: int = 100) -> list[dict[str, Any]]:
