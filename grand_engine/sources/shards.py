@@ -8,7 +8,7 @@ record names, so the root stage ``source_records`` reads both by locator like an
 be used becomes a member with an error (an error row of the root stage):
 
 ``MalformedRecord``   not JSON, or not a valid record (the message names the field); id ``<shard>@<line>``
-``DuplicateMember``   a second record with an id already seen in the shard
+``DuplicateMember``   a second record with an id already seen in the shard; id ``<record id>@<line>``
 ``MissingImage``      the record's image file does not exist (or the record names none)
 ``WrongSource``       a record of another dataset than the input kind's (an ``openpsg`` run fed RefCOCOg records)
 ``<error_type>``      the reader's own verdict on the record (``NoRelation``, ``NoGroundablePhrase``, …)
@@ -106,9 +106,9 @@ def _member(shard: str, line_no: int, loc: Locator, line: bytes, seen: set[str],
     except (UnicodeDecodeError, json.JSONDecodeError, RecordError) as exc:
         ident = f"{shard}@{line_no}"
         return Member(ident, ident, None, loc, "MalformedRecord", f"{shard} line {line_no}: {exc}")
-    if record.record_id in seen:
-        message = f"{shard} line {line_no}: a second record with the id {record.record_id!r}"
-        return Member(record.record_id, record.file_name, None, loc, "DuplicateMember", message)
+    if record.record_id in seen:  # its own id, so the error row cannot be mistaken for the first record's
+        message = f"{shard} line {line_no}: a second record with the id {record.record_id!r} (the first is used)"
+        return Member(f"{record.record_id}@{line_no}", record.file_name, None, loc, "DuplicateMember", message)
     seen.add(record.record_id)
     if source is not None and record.source != source:
         message = (

@@ -118,6 +118,7 @@ def test_shards_round_trip_through_the_index(tmp_path):
         fh.write((json.dumps(records[0].to_json()) + "\n").encode())
         other = dict(records[1].to_json(), record_id="x1", source="openpsg")
         fh.write((json.dumps(other) + "\n").encode())
+        fh.write((json.dumps(records[4].to_json()) + "\n").encode())  # r4 again, on line 8
     assert list_record_shards([tmp_path / "shards"]) == [p.resolve() for p in paths]
     first = index_record_shard(paths[0])
     assert [m.image_id for m in first.members] == ["r0", "r1", "r2", "r3"] and all(m.ok for m in first.members)
@@ -134,6 +135,7 @@ def test_shards_round_trip_through_the_index(tmp_path):
         ("flickr30k-00001@4", "MalformedRecord"),
         ("r0", None),  # r0 appears once in this shard: duplicates are per shard
         ("x1", "WrongSource"),
+        ("r4@8", "DuplicateMember"),  # its own id: the first r4 keeps its row
     ]
     assert "gone.jpg" in index.members[1].error and "line 4" in index.members[3].error
 
