@@ -76,7 +76,8 @@ def video_row(
     def loc(p: Path | None, prefix: str) -> dict[str, Any]:
         if p is None:
             return {f"{prefix}source": None, f"{prefix}offset": None, f"{prefix}size": None}
-        return {f"{prefix}source": str(p), f"{prefix}offset": 0, f"{prefix}size": p.stat().st_size}
+        size = p.stat().st_size if p.exists() else 0  # a path never read (a stage that decodes nothing) may be absent
+        return {f"{prefix}source": str(p), f"{prefix}offset": 0, f"{prefix}size": size}
 
     return {
         "image_id": video_id,
