@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -166,81 +166,144 @@ def _pairs_above(a: np.ndarray, b: np.ndarray, threshold: float) -> tuple[np.nda
     too wide, never too narrow.
     """
     t = min(float(threshold), 1.0)
-    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
     wb = np.clip(b[:, 2] - b[:, 0], 0.0, None)
     hb = np.clip(b[:, 3] - b[:, 1], 0.0, None)
     pool = np.flatnonzero((wb > 0) & (hb > 0))  # a box without area has IoU 0 with everything
     if len(a) == 0 or len(pool) == 0:
-        return empty
+        return _no_pairs()
     wa = np.clip(a[:, 2] - a[:, 0], 0.0, None)
     ha = np.clip(a[:, 3] - a[:, 1], 0.0, None)
     rx = (1.0 - t) / t * wa + 1e-6 * (1.0 + np.abs(a[:, 0]) + wa)
     ry = (1.0 - t) / t * ha + 1e-6 * (1.0 + np.abs(a[:, 1]) + ha)
-    # Width classes: edges w_min · (1/t)^k; searchsorted makes the class a monotone function of the width.
-    w_min, w_max = float(wb[pool].min()), float(wb[pool].max())
+    classes = _width_classes(wb[pool], wa, t)
+    strips = _y1_strips(b[pool, 1], a[:, 1], ry)
+    sorted_pos, q, lo, counts = _x1_windows(a[:, 0], b[pool, 0], rx, classes, strips)
+    if int(counts.sum()) == 0:
+        return _no_pairs()
+    order = pool[sorted_pos]
+    bs = b[order]
+    sb = _Columns(*(np.ascontiguousarray(bs[:, col]) for col in range(4)), wb[order], hb[order])
+    i, pos = _near_candidates(a, wa, ha, ry, sb, q, lo, counts, t)
+    ious = _candidate_ious(a[i], wa[i] * ha[i], sb, pos)
+    keep = ious >= threshold
+    return i[keep].astype(np.int64), order[pos[keep]].astype(np.int64), ious[keep]
+
+
+def _no_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+
+
+class _Bins(NamedTuple):
+    """Boxes binned along one axis for :func:`_pairs_above`: the number of bins, each pool box's bin, and each
+    query box's range of bins ``[lo, hi]`` (none when ``hi < lo``)."""
+
+    n: int
+    of_pool: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+class _Columns(NamedTuple):
+    """The sorted pool's boxes as contiguous columns (gathers from them stay cache-friendly), widths, heights."""
+
+    x1: np.ndarray
+    y1: np.ndarray
+    x2: np.ndarray
+    y2: np.ndarray
+    w: np.ndarray
+    h: np.ndarray
+
+
+def _width_classes(w_pool: np.ndarray, wa: np.ndarray, t: float) -> _Bins:
+    """Width classes with edges ``w_min · (1/t)^k`` (searchsorted makes the class a monotone function of the
+    width); a query box of width ``w`` reaches the classes of the widths ``[t·w, w/t]``."""
+    w_min, w_max = float(w_pool.min()), float(w_pool.max())
     n_cls = 1 if t >= 1.0 else min(64, int(np.ceil(np.log(w_max / w_min) / -np.log(t))) + 1)
     edges = w_min * (1.0 / t) ** np.arange(n_cls) if t < 1.0 else np.array([w_min])
-    cls_b = np.searchsorted(edges, wb[pool], side="right") - 1
+    cls_b = np.searchsorted(edges, w_pool, side="right") - 1
     c_lo = np.clip(np.searchsorted(edges, t * wa * (1 - 1e-9), side="right") - 1, 0, n_cls)
     c_hi = np.clip(np.searchsorted(edges, wa / t * (1 + 1e-9), side="right") - 1, -1, n_cls - 1)
-    # Strips of y1.
-    y0 = float(b[pool, 1].min())
-    strip = max(float(np.median(ry)), (float(b[pool, 1].max()) - y0) / 256.0, 1e-3)  # at most ~257 strips
-    strip_b = np.floor((b[pool, 1] - y0) / strip).astype(np.int64)
+    return _Bins(n_cls, cls_b, c_lo, c_hi)
+
+
+def _y1_strips(y1_pool: np.ndarray, y1_query: np.ndarray, ry: np.ndarray) -> _Bins:
+    """Horizontal strips of ``y1`` (at most ~257); a query box reaches the strips of ``y1 ± ry``."""
+    y0 = float(y1_pool.min())
+    strip = max(float(np.median(ry)), (float(y1_pool.max()) - y0) / 256.0, 1e-3)  # at most ~257 strips
+    strip_b = np.floor((y1_pool - y0) / strip).astype(np.int64)
     n_str = int(strip_b.max()) + 1
-    s_lo = np.clip(np.floor((a[:, 1] - ry - y0) / strip), 0, n_str).astype(np.int64)
-    s_hi = np.clip(np.floor((a[:, 1] + ry - y0) / strip), -1, n_str - 1).astype(np.int64)
-    # One sorted key: (class, strip) block, then x1 shifted so that every x1 window stays inside its block.
-    x0 = float(min(a[:, 0].min(), b[pool, 0].min())) - float(rx.max()) - 1.0
-    block = float(max(a[:, 0].max(), b[pool, 0].max())) - x0 + float(rx.max()) + 1.0
-    keys_b = (cls_b * n_str + strip_b) * block + (b[pool, 0] - x0)
+    s_lo = np.clip(np.floor((y1_query - ry - y0) / strip), 0, n_str).astype(np.int64)
+    s_hi = np.clip(np.floor((y1_query + ry - y0) / strip), -1, n_str - 1).astype(np.int64)
+    return _Bins(n_str, strip_b, s_lo, s_hi)
+
+
+def _x1_windows(
+    x1_query: np.ndarray, x1_pool: np.ndarray, rx: np.ndarray, classes: _Bins, strips: _Bins
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sort the pool by one key — its (class, strip) block, then ``x1`` shifted so that every ``x1`` window
+    stays inside its block — and look up every (query box, class, strip) that the query's bounds touch.
+
+    Returns the pool's sort order (positions in the pool) and, per lookup, its query box, the first sorted
+    position of its ``x1`` window and the window's length.
+    """
+    x0 = float(min(x1_query.min(), x1_pool.min())) - float(rx.max()) - 1.0
+    block = float(max(x1_query.max(), x1_pool.max())) - x0 + float(rx.max()) + 1.0
+    keys_b = (classes.of_pool * strips.n + strips.of_pool) * block + (x1_pool - x0)
     order = np.argsort(keys_b, kind="stable")
     keys = keys_b[order]
-    order = pool[order]
-    # Lookups: every (box, class, strip) its bounds touch.
-    nc = np.maximum(c_hi - c_lo + 1, 0)
-    ns = np.maximum(s_hi - s_lo + 1, 0)
+    nc = np.maximum(classes.hi - classes.lo + 1, 0)
+    ns = np.maximum(strips.hi - strips.lo + 1, 0)
     per = nc * ns
-    q = np.repeat(np.arange(len(a)), per)
+    q = np.repeat(np.arange(len(x1_query)), per)
     k = np.arange(len(q)) - np.repeat(np.cumsum(per) - per, per)
-    q_block = (c_lo[q] + k // ns[q]) * n_str + (s_lo[q] + k % ns[q])
-    centre = q_block * block + (a[q, 0] - x0)
+    q_block = (classes.lo[q] + k // ns[q]) * strips.n + (strips.lo[q] + k % ns[q])
+    centre = q_block * block + (x1_query[q] - x0)
     lo = np.searchsorted(keys, centre - rx[q], side="left")
     hi = np.searchsorted(keys, centre + rx[q], side="right")
-    counts = np.maximum(hi - lo, 0)
+    return order, q, lo, np.maximum(hi - lo, 0)
+
+
+def _near_candidates(
+    a: np.ndarray,
+    wa: np.ndarray,
+    ha: np.ndarray,
+    ry: np.ndarray,
+    sb: _Columns,
+    q: np.ndarray,
+    lo: np.ndarray,
+    counts: np.ndarray,
+    t: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (query box, sorted pool position) pairs of the windows that pass the cheap necessary conditions: the
+    ``y1`` window, the width ratio, the height ratio."""
     total = int(counts.sum())
-    if total == 0:
-        return empty
-    # Candidates as positions in the sorted pool (gathers from sorted columns stay cache-friendly); cheap
-    # necessary conditions first (the y1 window, the width ratio, the height ratio), then the IoU.
-    bs = b[order]
-    x1s, y1s, x2s, y2s = (np.ascontiguousarray(bs[:, col]) for col in range(4))
-    ws, hs = wb[order], hb[order]
     pos = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(total)
     i = np.repeat(q, counts)
-    near = np.abs(np.repeat(a[q, 1], counts) - y1s[pos]) <= np.repeat(ry[q], counts)
+    near = np.abs(np.repeat(a[q, 1], counts) - sb.y1[pos]) <= np.repeat(ry[q], counts)
     i, pos = i[near], pos[near]
-    for sa, sb in ((wa, ws), (ha, hs)):
-        x, y = sa[i], sb[pos]
+    for sa, sp in ((wa, sb.w), (ha, sb.h)):
+        x, y = sa[i], sp[pos]
         longer = np.maximum(x, y)
         near = np.minimum(x, y) >= t * longer - 1e-9 * (1.0 + longer)
         i, pos = i[near], pos[near]
-    ba = a[i]
-    area_a = wa[i] * ha[i]
-    area_b = ws[pos] * hs[pos]
-    iw = np.minimum(ba[:, 2], x2s[pos])
-    iw -= np.maximum(ba[:, 0], x1s[pos])
+    return i, pos
+
+
+def _candidate_ious(ba: np.ndarray, area_a: np.ndarray, sb: _Columns, pos: np.ndarray) -> np.ndarray:
+    """IoU of each query box ``ba[k]`` (area ``area_a[k]``) with the sorted pool's box ``pos[k]``, computed as
+    :func:`grand_engine.geometry.iou_matrix` does."""
+    area_b = sb.w[pos] * sb.h[pos]
+    iw = np.minimum(ba[:, 2], sb.x2[pos])
+    iw -= np.maximum(ba[:, 0], sb.x1[pos])
     np.clip(iw, 0.0, None, out=iw)
-    ih = np.minimum(ba[:, 3], y2s[pos])
-    ih -= np.maximum(ba[:, 1], y1s[pos])
+    ih = np.minimum(ba[:, 3], sb.y2[pos])
+    ih -= np.maximum(ba[:, 1], sb.y1[pos])
     np.clip(ih, 0.0, None, out=ih)
     inter = iw * ih
     union = area_a + area_b
     union -= inter
     np.maximum(union, UNION_EPS, out=union)
-    ious = inter / union
-    keep = ious >= threshold
-    return i[keep].astype(np.int64), order[pos[keep]].astype(np.int64), ious[keep]
+    return inter / union
 
 
 def _annotation_array(unit: UnitInput, table: str, image_id: str) -> pa.StructArray | None:
