@@ -254,38 +254,43 @@ def _detail_problems(caption: Any, details: Any, view: AnnotationView, where: st
         return
     for j, det in enumerate(details or []):
         dwhere = f"{where}.details[{j}]"
-        phrase = det.get("phrase")
-        span = det.get("tokens_positive")
-        if span is not None:
-            span = list(span)
-            if len(span) != 2 or not all(isinstance(v, int) for v in span):
-                yield f"{dwhere}: tokens_positive {span!r} is not [start, end]"
-            elif not 0 <= span[0] < span[1] <= len(caption):
-                yield f"{dwhere}: tokens_positive {span} is outside the caption (length {len(caption)})"
-            elif phrase is not None and caption[span[0] : span[1]].lower() != phrase.lower():
-                yield (
-                    f"{dwhere}: tokens_positive {span} selects {caption[span[0] : span[1]]!r}, "
-                    f"not the phrase {phrase!r}"
-                )
+        yield from _span_problems(caption, det.get("phrase"), det.get("tokens_positive"), dwhere)
         ids = list(det.get("ids") or [])
         for oid in ids:
             if oid not in view.by_id:
                 yield f"{dwhere}: object id {oid} does not exist"
-        boxes = det.get("bbox")
-        if boxes is None:
+        yield from _detail_box_problems(ids, det.get("bbox"), view, dwhere)
+
+
+def _span_problems(caption: str, phrase: str | None, span: Any, where: str) -> Iterator[str]:
+    """A detail's ``tokens_positive`` (when set) is ``[start, end]`` inside the caption and selects its phrase."""
+    if span is None:
+        return
+    span = list(span)
+    if len(span) != 2 or not all(isinstance(v, int) for v in span):
+        yield f"{where}: tokens_positive {span!r} is not [start, end]"
+    elif not 0 <= span[0] < span[1] <= len(caption):
+        yield f"{where}: tokens_positive {span} is outside the caption (length {len(caption)})"
+    elif phrase is not None and caption[span[0] : span[1]].lower() != phrase.lower():
+        yield f"{where}: tokens_positive {span} selects {caption[span[0] : span[1]]!r}, not the phrase {phrase!r}"
+
+
+def _detail_box_problems(ids: list[Any], boxes: Any, view: AnnotationView, where: str) -> Iterator[str]:
+    """A detail's boxes (when set) align with its ids and equal those objects' boxes."""
+    if boxes is None:
+        return
+    boxes = list(boxes)
+    if len(boxes) != len(ids):
+        yield f"{where}: {len(boxes)} boxes for {len(ids)} ids"
+        return
+    for oid, box in zip(ids, boxes, strict=True):
+        obj = view.by_id.get(oid)
+        if obj is None or obj.get("bbox") is None or box is None:
             continue
-        boxes = list(boxes)
-        if len(boxes) != len(ids):
-            yield f"{dwhere}: {len(boxes)} boxes for {len(ids)} ids"
-            continue
-        for oid, box in zip(ids, boxes, strict=True):
-            obj = view.by_id.get(oid)
-            if obj is None or obj.get("bbox") is None or box is None:
-                continue
-            if len(box) != 4 or any(
-                not _finite(a) or abs(a - b) > view.tolerance for a, b in zip(box, obj["bbox"], strict=False)
-            ):
-                yield f"{dwhere}: box {list(box)} differs from object {oid}'s bbox {list(obj['bbox'])}"
+        if len(box) != 4 or any(
+            not _finite(a) or abs(a - b) > view.tolerance for a, b in zip(box, obj["bbox"], strict=False)
+        ):
+            yield f"{where}: box {list(box)} differs from object {oid}'s bbox {list(obj['bbox'])}"
 
 
 @register_check(2)
