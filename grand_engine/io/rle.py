@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_api
 
 __all__ = [
     "RLEError",
@@ -42,12 +43,6 @@ many masks an image has (5,000 SA-1B masks hold ~2 MB of counts: 240 MB in one p
 
 class RLEError(ValueError):
     """A mask that is not a well-formed COCO RLE of the expected size."""
-
-
-def _mask_api():
-    from pycocotools import mask as mask_api
-
-    return mask_api
 
 
 def _size_of(rle: Any) -> tuple[int, int]:
@@ -134,7 +129,7 @@ def _to_coco(rle: Mapping[str, Any]) -> dict[str, Any]:
     run_lengths(rle)
     counts = rle["counts"]
     if isinstance(counts, (list, tuple, np.ndarray)):
-        return _mask_api().frPyObjects({"size": [h, w], "counts": [int(v) for v in counts]}, h, w)
+        return mask_api.frPyObjects({"size": [h, w], "counts": [int(v) for v in counts]}, h, w)
     if isinstance(counts, str):
         counts = counts.encode("ascii")
     return {"size": [h, w], "counts": counts}
@@ -209,6 +204,23 @@ def _fast_areas_chunked(rles: list[Any], h: int, w: int) -> np.ndarray | None:
 
 def _fast_areas(rles: list[Any], h: int, w: int) -> np.ndarray | None:
     """Areas of well-formed compressed RLEs of size ``h×w``, or ``None`` when any needs a closer look."""
+    raws = _compressed_counts(rles, h, w)
+    if raws is None:
+        return None
+    numbers = _parse_numbers(raws)
+    if numbers is None:
+        return None
+    runs, first, odd = _undo_delta_coding(*numbers, len(raws))
+    if runs.min() < 0:
+        return None
+    if not (np.add.reduceat(runs, first) == h * w).all():
+        return None
+    return np.add.reduceat(np.where(odd, runs, 0), first)
+
+
+def _compressed_counts(rles: list[Any], h: int, w: int) -> list[bytes] | None:
+    """Each RLE's non-empty ASCII counts string as bytes, or ``None`` when one is not a compressed RLE of size
+    ``h×w``."""
     raws: list[bytes] = []
     for r in rles:
         if not isinstance(r, Mapping) or r.get("size") is None:
@@ -223,6 +235,13 @@ def _fast_areas(rles: list[Any], h: int, w: int) -> np.ndarray | None:
         if not isinstance(counts, bytes) or not counts:
             return None
         raws.append(counts)
+    return raws
+
+
+def _parse_numbers(raws: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The numbers of all counts strings at once (still delta coded), where each string starts in the joined
+    characters, and which characters end a number; ``None`` for a character outside the alphabet, a number that
+    runs past the end of its string, or one longer than ``_MAX_CHARS_PER_RUN`` characters."""
     lengths = np.fromiter((len(b) for b in raws), dtype=np.int64, count=len(raws))
     c = np.frombuffer(b"".join(raws), dtype=np.uint8).astype(np.int64) - 48
     if c.min() < 0 or c.max() > 63:
@@ -239,11 +258,20 @@ def _fast_areas(rles: list[Any], h: int, w: int) -> np.ndarray | None:
     values = np.bitwise_or.reduceat((c & 0x1F) << (5 * k), starts)
     negative = (c[ends] & 0x10) != 0
     values[negative] |= np.left_shift(np.int64(-1), 5 * (k[ends][negative] + 1))
-    # Undo the delta coding per mask: run i >= 3 is stored relative to run i - 2, so runs 1, 3, 5, ...
-    # and runs 2, 4, 6, ... of each mask are two running sums (run 0 stands alone).
+    return values, ends, string_starts
+
+
+def _undo_delta_coding(
+    values: np.ndarray, ends: np.ndarray, string_starts: np.ndarray, n_masks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The run lengths of every mask, the index of each mask's first run, and which runs are odd (ones).
+
+    Run i >= 3 is stored relative to run i - 2, so runs 1, 3, 5, ... and runs 2, 4, 6, ... of each mask are two
+    running sums (run 0 stands alone).
+    """
     per_mask = np.add.reduceat(ends.astype(np.int64), string_starts)
     first = np.cumsum(per_mask) - per_mask
-    mask_of = np.repeat(np.arange(len(raws), dtype=np.int64), per_mask)
+    mask_of = np.repeat(np.arange(n_masks, dtype=np.int64), per_mask)
     i_in_mask = np.arange(values.size, dtype=np.int64) - first[mask_of]
     odd = i_in_mask % 2 == 1
     odd_sums = np.cumsum(np.where(odd, values, 0))
@@ -252,11 +280,7 @@ def _fast_areas(rles: list[Any], h: int, w: int) -> np.ndarray | None:
     odd_base = np.where(base >= 0, odd_sums[np.maximum(base, 0)], 0)[mask_of]
     even_base = np.where(base >= 0, even_sums[np.maximum(base, 0)], 0)[mask_of]
     runs = np.where(i_in_mask == 0, values, np.where(odd, odd_sums - odd_base, even_sums - even_base))
-    if runs.min() < 0:
-        return None
-    if not (np.add.reduceat(runs, first) == h * w).all():
-        return None
-    return np.add.reduceat(np.where(odd, runs, 0), first)
+    return runs, first, odd
 
 
 def decode(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -302,7 +326,7 @@ def encode(mask: np.ndarray) -> dict[str, Any] | list[dict[str, Any]]:
     fortran = np.asfortranarray(np.moveaxis(stack != 0, 0, -1).astype(np.uint8))
     out = [
         {"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
-        for r in _mask_api().encode(fortran)
+        for r in mask_api.encode(fortran)
     ]
     return out[0] if single else out
 
@@ -316,8 +340,7 @@ def from_polygons(polygons: Sequence[Sequence[float]], height: int, width: int) 
     for i, poly in enumerate(polys):
         if len(poly) < 6 or len(poly) % 2 or not np.isfinite(poly).all():
             raise RLEError(f"polygon {i} has {len(poly)} coordinates; it needs an even number, at least 6, finite")
-    api = _mask_api()
-    merged = api.merge(api.frPyObjects(polys, int(height), int(width)))
+    merged = mask_api.merge(mask_api.frPyObjects(polys, int(height), int(width)))
     return {"size": [int(height), int(width)], "counts": merged["counts"].decode("ascii")}
 
 
@@ -326,7 +349,7 @@ def area(rles: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> np.ndarray:
     coco = _many(rles)
     if not coco:
         return np.zeros(0, dtype=np.int64)
-    return np.asarray(_mask_api().area(coco), dtype=np.int64).reshape(-1)
+    return np.asarray(mask_api.area(coco), dtype=np.int64).reshape(-1)
 
 
 def to_bbox_xyxy(rles: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> np.ndarray:
@@ -334,7 +357,7 @@ def to_bbox_xyxy(rles: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> np.nd
     coco = _many(rles)
     if not coco:
         return np.zeros((0, 4), dtype=np.float32)
-    return xywh_to_xyxy(np.asarray(_mask_api().toBbox(coco), dtype=np.float64).reshape(-1, 4))
+    return xywh_to_xyxy(np.asarray(mask_api.toBbox(coco), dtype=np.float64).reshape(-1, 4))
 
 
 def iou_matrix(
@@ -348,7 +371,7 @@ def iou_matrix(
     sizes = {tuple(r["size"]) for r in a + b}
     if len(sizes) != 1:
         raise RLEError(f"iou needs masks of one size, got {sorted(sizes)}")
-    out = _mask_api().iou(a, b, [0] * len(b))
+    out = mask_api.iou(a, b, [0] * len(b))
     return np.asarray(out, dtype=np.float64).reshape(len(a), len(b))
 
 
