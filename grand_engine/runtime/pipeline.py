@@ -13,9 +13,11 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import grand_engine
 from grand_engine.config import ConfigError, ModelSpec, PipelineManifest
 from grand_engine.io.inputs import InputKind, get_input_kind
 from grand_engine.registry import PluginError
@@ -147,9 +149,23 @@ def build_pipeline(
     ``levels`` selects the stages of those levels plus all their ancestors; ``stages`` selects stages
     by name (plus ancestors). With neither, every enabled stage is selected.
     """
-    enabled = {name: spec for name, spec in manifest.stages.items() if spec.enabled}
+    configured = _configure_stages(manifest)
+    input_kind = _input_kind(manifest, configured)
+    graph = {name: stage.inputs() for name, stage in configured.items()}
+    order = _checked_order(manifest, graph)
+    selected = _with_ancestors(_selection(manifest, configured, order, levels, stages), graph)
+    ordered = {name: configured[name] for name in order if name in selected}
+    pipeline = Pipeline(manifest=manifest, stages=ordered, input_kind=input_kind)
+    pipeline.fingerprints = compute_fingerprints(ordered)
+    return pipeline
+
+
+def _configure_stages(manifest: PipelineManifest) -> dict[str, Stage]:
+    """A configured instance of every enabled stage of the manifest, in manifest order."""
     configured: dict[str, Stage] = {}
-    for name, spec in enabled.items():
+    for name, spec in manifest.stages.items():
+        if not spec.enabled:
+            continue
         try:
             cls = get_stage_class(name)
         except KeyError as exc:
@@ -163,6 +179,11 @@ def build_pipeline(
             configured[name] = cls.configure(params, dict(spec.models), spec.resources.overrides())
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"manifest {manifest.name!r}, stage {name!r}: {exc}") from None
+    return configured
+
+
+def _input_kind(manifest: PipelineManifest, configured: dict[str, Stage]) -> InputKind:
+    """The manifest's input kind, whose root stage must be enabled."""
     try:
         input_kind = get_input_kind(manifest.input)
     except KeyError as exc:
@@ -172,20 +193,32 @@ def build_pipeline(
             f"manifest {manifest.name!r} must enable the {input_kind.root_stage!r} stage "
             f"(the reader of input kind {input_kind.name!r})"
         )
-    graph = {name: stage.inputs() for name, stage in configured.items()}
+    return input_kind
+
+
+def _checked_order(manifest: PipelineManifest, graph: dict[str, tuple[str, ...]]) -> list[str]:
+    """The stages in topological order, once every stage's inputs are enabled."""
     for name, reqs in graph.items():
-        missing = [r for r in reqs if r not in configured]
+        missing = [r for r in reqs if r not in graph]
         if missing:
             raise ConfigError(
                 f"stage {name!r} requires {', '.join(map(repr, missing))}, which manifest {manifest.name!r} "
                 "does not enable"
             )
     try:
-        order = topological_order(graph)
+        return topological_order(graph)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
-    selected: set[str]
+
+def _selection(
+    manifest: PipelineManifest,
+    configured: dict[str, Stage],
+    order: list[str],
+    levels: list[int] | None,
+    stages: list[str] | None,
+) -> set[str]:
+    """The stages named by ``stages``, else those of ``levels``, else all (ancestors not added yet)."""
     if stages:
         unknown = [s for s in stages if s not in configured]
         if unknown:
@@ -193,24 +226,25 @@ def build_pipeline(
                 f"--stages names {', '.join(map(repr, unknown))}, not enabled in manifest {manifest.name!r}; "
                 f"enabled: {', '.join(order)}"
             )
-        selected = set(stages)
-    elif levels:
+        return set(stages)
+    if levels:
         selected = {name for name, st in configured.items() if st.level in levels}
         if not selected:
             raise ConfigError(f"manifest {manifest.name!r} has no stage of level(s) {levels}")
-    else:
-        selected = set(order)
-    # Close over ancestors.
+        return selected
+    return set(order)
+
+
+def _with_ancestors(selected: set[str], graph: dict[str, tuple[str, ...]]) -> set[str]:
+    """``selected`` closed over the inputs of its stages."""
+    selected = set(selected)
     frontier = list(selected)
     while frontier:
         for req in graph[frontier.pop()]:
             if req not in selected:
                 selected.add(req)
                 frontier.append(req)
-    ordered = {name: configured[name] for name in order if name in selected}
-    pipeline = Pipeline(manifest=manifest, stages=ordered, input_kind=input_kind)
-    pipeline.fingerprints = compute_fingerprints(ordered)
-    return pipeline
+    return selected
 
 
 def compute_fingerprints(stages: dict[str, Stage]) -> dict[str, str]:
@@ -233,10 +267,6 @@ def compute_fingerprints(stages: dict[str, Stage]) -> dict[str, str]:
 
 def engine_versions() -> dict[str, str]:
     """Versions of the engine and the packages that decide its outputs."""
-    from importlib import metadata
-
-    import grand_engine
-
     out = {"grand_engine": grand_engine.__version__, "python": os.sys.version.split()[0]}
     for pkg in (
         "torch",
