@@ -163,6 +163,10 @@ class ConsoleReport(ProgressObserver):
         self.console.stderr.board = None
         self.console.summary(summary.table())
 
+    def stopped(self, error: BaseException) -> None:
+        super().stopped(error)
+        self.console.stderr.board = None
+
 
 def stage_loggers(stages) -> list[str]:
     """The names of the loggers of the stages' modules (``logging.getLogger(__name__)`` in a stage's module)."""

@@ -160,6 +160,9 @@ class RunObserver:
     def finished(self, summary: RunSummary) -> None:
         """The run ended (also when units failed)."""
 
+    def stopped(self, error: BaseException) -> None:
+        """The run stopped on ``error`` (raised to the caller next); no summary follows."""
+
 
 def stage_workload(plan: Plan) -> list[tuple[str, int, int]]:
     """``(stage, units to run, images in them)`` for every stage with work in ``plan``, in pipeline order."""
@@ -194,6 +197,9 @@ class ProgressObserver(RunObserver):
         self._ended(record, 0)
 
     def finished(self, summary: RunSummary) -> None:
+        self.board.close()
+
+    def stopped(self, error: BaseException) -> None:
         self.board.close()
 
     def _ended(self, record: StageRecord, gpu_bytes: int) -> None:
@@ -406,16 +412,20 @@ def run(
             len(pipeline.order),
         )
         observer.planned(plan, invalidated)
-        summary = execute(
-            plan,
-            store,
-            lock,
-            backend=backend,
-            address=address,
-            progress=progress,
-            extra_run_info=run_info,
-            observer=observer,
-        )
+        try:
+            summary = execute(
+                plan,
+                store,
+                lock,
+                backend=backend,
+                address=address,
+                progress=progress,
+                extra_run_info=run_info,
+                observer=observer,
+            )
+        except BaseException as exc:
+            observer.stopped(exc)
+            raise
     return plan, summary
 
 

@@ -190,3 +190,26 @@ def test_a_warning_from_every_worker_reaches_the_console_once(tmp_path):
         configure_logging(0)
     assert console.getvalue() == f"WARNING: {WARNING}\n"
     assert log.getvalue().count(WARNING) == 2 and log.getvalue().count(CHATTER) == 2
+
+
+def test_a_run_that_stops_on_an_error_closes_the_display(shards, test_manifest, tmp_path):
+    from grand_engine.config import ConfigError, load_manifest
+    from grand_engine.progress import StageBoard
+    from grand_engine.runtime.run import ProgressObserver, run
+
+    class Watch(ProgressObserver):
+        calls: list[str] = []
+
+        def planned(self, plan, invalidated):
+            self.calls.append("planned")
+            super().planned(plan, invalidated)
+
+        def stopped(self, error):
+            self.calls.append(f"stopped {type(error).__name__}")
+            super().stopped(error)
+
+    manifest, _ = test_manifest()
+    watch = Watch(StageBoard(io.StringIO(), mode="lines", ticker=False))
+    with pytest.raises(ConfigError, match="unknown backend"):
+        run(load_manifest(str(manifest)), [str(shards)], str(tmp_path / "out"), backend="nope", observer=watch)
+    assert watch.calls == ["planned", "stopped ConfigError"] and watch.board.closed
