@@ -32,7 +32,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from grand_engine.grandf.reader import MissingStageError, iter_rows, read_unit, require_units
+from grand_engine.grandf.records import union_mask
 from grand_engine.io import rle
+from grand_engine.io.store import OutputStore
 from grand_engine.quality.gcg import AP_CATEGORY, GCGImage
 
 SPLITS = ("val", "test")
@@ -223,84 +226,11 @@ def load_glamm_ground_truth(gt_dir: str | Path, split: str, allow_count_mismatch
     problems: list[str] = []
 
     mask_images, mask_anns = _coco_lists(mask_data, mask_path, problems)
-    sizes: dict[Hashable, tuple[int, int] | None] = {}
-    file_names: dict[Hashable, str] = {}
-    for n, img in enumerate(mask_images):
-        if not isinstance(img, dict) or not _valid_id(img.get("id")):
-            problems.append(f"{mask_path}: images[{n}] needs an integer or string 'id'")
-            continue
-        if img["id"] in sizes:
-            problems.append(f"{mask_path}: image id {img['id']!r} is listed twice")
-        h, w = img.get("height"), img.get("width")
-        sizes[img["id"]] = (int(h), int(w)) if isinstance(h, int) and isinstance(w, int) else None
-        if isinstance(img.get("file_name"), str):
-            file_names[img["id"]] = img["file_name"]
-    if len({type(k) for k in sizes}) > 1:
-        problems.append(f"{mask_path}: image ids mix integers and strings (COCOeval sorts them)")
-
-    masks: dict[Hashable, list[dict[str, Any]]] = {k: [] for k in sizes}
-    coco_anns = []
-    for n, ann in enumerate(mask_anns):
-        where = f"{mask_path}: annotations[{n}]"
-        if not isinstance(ann, dict):
-            problems.append(f"{where}: expected an object, got {type(ann).__name__}")
-            continue
-        image_id = ann.get("image_id")
-        if image_id not in sizes:
-            problems.append(f"{where}: image_id {image_id!r} is not in 'images'")
-            continue
-        if "id" not in ann:
-            problems.append(f"{where}: 'id' is missing")
-        seg = ann.get("segmentation")
-        if isinstance(seg, list):
-            problems.append(f"{where}: segmentation is a polygon; GCG ground truth masks are RLE")
-            continue
-        mask, size = _one_mask(seg, f"{where}.segmentation", sizes[image_id], problems)
-        if mask is None:
-            continue
-        sizes[image_id] = size
-        area = int(rle.area(mask)[0])
-        if area == 0:
-            problems.append(f"{where}: the mask is empty (zero area)")
-            continue
-        masks[image_id].append(mask)
-        coco_anns.append(
-            {**ann, "segmentation": mask, "area": ann.get("area", area), "iscrowd": ann.get("iscrowd", 0)}
-        )
-
+    sizes, file_names = _mask_images(mask_images, mask_path, problems)
+    masks, coco_anns = _mask_annotations(mask_anns, mask_path, sizes, problems)
     cap_images, cap_anns = _coco_lists(caption_data, caption_path, problems)
-    order: list[Hashable] = []
-    for n, img in enumerate(cap_images):
-        if not isinstance(img, dict) or not _valid_id(img.get("id")):
-            problems.append(f"{caption_path}: images[{n}] needs an integer or string 'id'")
-            continue
-        image_id = img["id"]
-        if image_id not in sizes:
-            problems.append(f"{caption_path}: image {image_id!r} is not in {mask_path.name}")
-            continue
-        if image_id in order:
-            problems.append(f"{caption_path}: image id {image_id!r} is listed twice")
-            continue
-        order.append(image_id)
-        if isinstance(img.get("file_name"), str):
-            file_names.setdefault(image_id, img["file_name"])
-    captions: dict[Hashable, list[str]] = {k: [] for k in order}
-    labels: dict[Hashable, list[str]] = {}
-    for n, ann in enumerate(cap_anns):
-        where = f"{caption_path}: annotations[{n}]"
-        if not isinstance(ann, dict):
-            problems.append(f"{where}: expected an object, got {type(ann).__name__}")
-            continue
-        image_id = ann.get("image_id")
-        if image_id not in captions:
-            problems.append(f"{where}: image_id {image_id!r} is not in 'images'")
-            continue
-        if not isinstance(ann.get("caption"), str):
-            problems.append(f"{where}: 'caption' is {'missing' if 'caption' not in ann else 'not a string'}")
-            continue
-        captions[image_id].append(ann["caption"])
-        if image_id not in labels:
-            labels[image_id] = _strings(ann.get("labels"), f"{where}.labels", problems)
+    order = _caption_images(cap_images, caption_path, mask_path.name, sizes, file_names, problems)
+    captions, labels = _caption_annotations(cap_anns, caption_path, order, problems)
 
     images: dict[Hashable, GCGImage] = {}
     for image_id in order:
@@ -338,6 +268,119 @@ def load_glamm_ground_truth(gt_dir: str | Path, split: str, allow_count_mismatch
         "categories": list(mask_data.get("categories") or [{"id": AP_CATEGORY, "name": "object"}]),
     }
     return GroundTruth(images=images, coco=coco, source=f"{mask_path} + {caption_path.name}", file_names=file_names)
+
+
+def _mask_images(
+    mask_images: list[Any], mask_path: Path, problems: list[str]
+) -> tuple[dict[Hashable, tuple[int, int] | None], dict[Hashable, str]]:
+    """The mask file's images: each id's ``(height, width)`` (``None`` when not given) and file name."""
+    sizes: dict[Hashable, tuple[int, int] | None] = {}
+    file_names: dict[Hashable, str] = {}
+    for n, img in enumerate(mask_images):
+        if not isinstance(img, dict) or not _valid_id(img.get("id")):
+            problems.append(f"{mask_path}: images[{n}] needs an integer or string 'id'")
+            continue
+        if img["id"] in sizes:
+            problems.append(f"{mask_path}: image id {img['id']!r} is listed twice")
+        h, w = img.get("height"), img.get("width")
+        sizes[img["id"]] = (int(h), int(w)) if isinstance(h, int) and isinstance(w, int) else None
+        if isinstance(img.get("file_name"), str):
+            file_names[img["id"]] = img["file_name"]
+    if len({type(k) for k in sizes}) > 1:
+        problems.append(f"{mask_path}: image ids mix integers and strings (COCOeval sorts them)")
+    return sizes, file_names
+
+
+def _mask_annotations(
+    mask_anns: list[Any],
+    mask_path: Path,
+    sizes: dict[Hashable, tuple[int, int] | None],
+    problems: list[str],
+) -> tuple[dict[Hashable, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Each image's checked RLE masks and the COCO annotations for the AP; an image without a size takes its
+    masks' size (``sizes`` is updated)."""
+    masks: dict[Hashable, list[dict[str, Any]]] = {k: [] for k in sizes}
+    coco_anns = []
+    for n, ann in enumerate(mask_anns):
+        where = f"{mask_path}: annotations[{n}]"
+        if not isinstance(ann, dict):
+            problems.append(f"{where}: expected an object, got {type(ann).__name__}")
+            continue
+        image_id = ann.get("image_id")
+        if image_id not in sizes:
+            problems.append(f"{where}: image_id {image_id!r} is not in 'images'")
+            continue
+        if "id" not in ann:
+            problems.append(f"{where}: 'id' is missing")
+        seg = ann.get("segmentation")
+        if isinstance(seg, list):
+            problems.append(f"{where}: segmentation is a polygon; GCG ground truth masks are RLE")
+            continue
+        mask, size = _one_mask(seg, f"{where}.segmentation", sizes[image_id], problems)
+        if mask is None:
+            continue
+        sizes[image_id] = size
+        area = int(rle.area(mask)[0])
+        if area == 0:
+            problems.append(f"{where}: the mask is empty (zero area)")
+            continue
+        masks[image_id].append(mask)
+        coco_anns.append(
+            {**ann, "segmentation": mask, "area": ann.get("area", area), "iscrowd": ann.get("iscrowd", 0)}
+        )
+    return masks, coco_anns
+
+
+def _caption_images(
+    cap_images: list[Any],
+    caption_path: Path,
+    mask_name: str,
+    sizes: dict[Hashable, tuple[int, int] | None],
+    file_names: dict[Hashable, str],
+    problems: list[str],
+) -> list[Hashable]:
+    """The caption file's image ids in order (each must be in the mask file); a file name the mask file lacks
+    is added to ``file_names``."""
+    order: list[Hashable] = []
+    for n, img in enumerate(cap_images):
+        if not isinstance(img, dict) or not _valid_id(img.get("id")):
+            problems.append(f"{caption_path}: images[{n}] needs an integer or string 'id'")
+            continue
+        image_id = img["id"]
+        if image_id not in sizes:
+            problems.append(f"{caption_path}: image {image_id!r} is not in {mask_name}")
+            continue
+        if image_id in order:
+            problems.append(f"{caption_path}: image id {image_id!r} is listed twice")
+            continue
+        order.append(image_id)
+        if isinstance(img.get("file_name"), str):
+            file_names.setdefault(image_id, img["file_name"])
+    return order
+
+
+def _caption_annotations(
+    cap_anns: list[Any], caption_path: Path, order: list[Hashable], problems: list[str]
+) -> tuple[dict[Hashable, list[str]], dict[Hashable, list[str]]]:
+    """Each image's captions in file order, and the labels (phrases) of its first caption annotation."""
+    captions: dict[Hashable, list[str]] = {k: [] for k in order}
+    labels: dict[Hashable, list[str]] = {}
+    for n, ann in enumerate(cap_anns):
+        where = f"{caption_path}: annotations[{n}]"
+        if not isinstance(ann, dict):
+            problems.append(f"{where}: expected an object, got {type(ann).__name__}")
+            continue
+        image_id = ann.get("image_id")
+        if image_id not in captions:
+            problems.append(f"{where}: image_id {image_id!r} is not in 'images'")
+            continue
+        if not isinstance(ann.get("caption"), str):
+            problems.append(f"{where}: 'caption' is {'missing' if 'caption' not in ann else 'not a string'}")
+            continue
+        captions[image_id].append(ann["caption"])
+        if image_id not in labels:
+            labels[image_id] = _strings(ann.get("labels"), f"{where}.labels", problems)
+    return captions, labels
 
 
 # -- predictions ------------------------------------------------------------------------------------------------
@@ -439,8 +482,6 @@ def _grounded_record(
     problems: list[str],
 ) -> GCGImage | None:
     """A record from GranD-f groundings ``(phrase, rle_masks)``: each phrase's masks united into one."""
-    from grand_engine.grandf.records import union_mask  # imports the export records module: only for GranD-f input
-
     count = len(problems)
     if not isinstance(caption, str):
         problems.append(f"{where}: 'caption' must be a string, got {_describe(caption)}")
@@ -498,9 +539,6 @@ def read_grandf_export(path: str | Path) -> list[GCGImage]:
 
 def read_grandf_run(out: str | Path) -> tuple[list[GCGImage], int]:
     """``(records, rows skipped)`` of a run's ``grandf`` table (rows with a ``skip_reason`` are skipped)."""
-    from grand_engine.grandf.reader import MissingStageError, iter_rows, read_unit, require_units
-    from grand_engine.io.store import OutputStore
-
     store = OutputStore(out)
     try:
         units = require_units(store, "grandf", "run the grandf stage (level 4) first")
