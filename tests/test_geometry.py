@@ -1,4 +1,4 @@
-"""Box geometry against hand-computed values (continuous convention, no +1)."""
+"""Box geometry against hand-computed values, in the continuous convention (no +1) and the pixel one (+1)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grand_engine import geometry
 from grand_engine.geometry import (
     as_boxes,
     box_area,
     box_centers,
+    check_iou_convention,
     clip_boxes,
     iou,
     iou_matrix,
     iou_pairs,
     nms,
     order_corners,
+    paired_iou,
     xywh_to_xyxy,
     xyxy_to_xywh,
 )
@@ -184,3 +187,137 @@ def test_clip_order_centers_and_conversions():
     np.testing.assert_array_equal(box_centers([[0, 0, 10, 20], [2, 2, 4, 4]]), [[5, 10], [3, 3]])
     np.testing.assert_array_equal(xywh_to_xyxy([[10, 20, 30, 40]]), [[10, 20, 40, 60]])
     np.testing.assert_array_equal(xyxy_to_xywh([[10, 20, 40, 60]]), [[10, 20, 30, 40]])
+
+
+# -- the pixel-inclusive convention (+1 on every width and height) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([0, 0, 9, 9], [0, 0, 9, 9], 1.0),
+        ([0, 0, 9, 9], [0, 0, 4, 4], 25 / 100),  # 10×10 pixels hold 5×5 pixels
+        ([0, 0, 9, 9], [5, 0, 14, 9], 50 / 150),  # half overlap: 5 of 10 columns shared
+        ([0, 0, 10, 10], [10, 0, 20, 10], 11 / 231),  # touching edges share one column of 11 pixels
+        ([0, 0, 10, 10], [12, 0, 20, 10], 0.0),
+        ([0, 0, 99, 99], [0, 0, 99, 64], 0.65),  # 100×65 of 100×100 pixels
+        ([3, 3, 3, 3], [3, 3, 3, 3], 1.0),  # one pixel each, the same pixel
+    ],
+)
+def test_pixel_iou_hand_values(a, b, expected):
+    assert iou(a, b, "pixel") == pytest.approx(expected, abs=1e-12)
+    assert iou(b, a, "pixel") == pytest.approx(expected, abs=1e-12)
+    assert iou_matrix([a], [b], "pixel")[0, 0] == pytest.approx(expected, abs=1e-12)
+    assert box_area([0, 0, 9, 9], "pixel") == 100.0 and box_area([0, 0, 9, 9]) == 81.0
+
+
+def test_a_pair_near_065_agrees_in_one_convention_only():
+    # 100×65 of 100×100 pixels is 0.65 exactly; the same corners as continuous boxes give 64/99 = 0.6465
+    a, b = [0, 0, 99, 99], [0, 0, 99, 64]
+    assert iou(a, b, "pixel") >= 0.65 > iou(a, b, "continuous")
+    assert iou(a, b, "continuous") == pytest.approx(64 / 99, abs=1e-12)
+    assert [len(x) for x in iou_pairs([a, b], 0.65, "pixel")] == [1, 1, 1]
+    assert [len(x) for x in iou_pairs([a, b], 0.65, "continuous")] == [0, 0, 0]
+
+
+def test_pixel_iou_is_the_references_arithmetic_bit_for_bit():
+    # the reference: inter = max(0, xB - xA + 1) * max(0, yB - yA + 1); area = (x2 - x1 + 1) * (y2 - y1 + 1);
+    # iou = inter / (area_a + area_b - inter), all in Python floats
+    rng = np.random.default_rng(7)
+    boxes = np.round(_random_boxes(rng, 60) * 4) / 4
+    for a in boxes[:20].tolist():
+        for b in boxes.tolist():
+            inter = max(0, min(a[2], b[2]) - max(a[0], b[0]) + 1) * max(0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
+            area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
+            area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
+            assert iou(a, b, "pixel") == inter / float(area_a + area_b - inter)
+    m = iou_matrix(boxes, boxes, "pixel")
+    assert all(m[i, j] == iou(boxes[i], boxes[j], "pixel") for i in range(60) for j in range(60))
+
+
+def test_unknown_convention_is_refused_by_name():
+    assert check_iou_convention("pixel", "level1") == "pixel"
+    with pytest.raises(ValueError, match=r"level1: iou_convention must be one of continuous, pixel; got 'pixle'"):
+        check_iou_convention("pixle", "level1")
+    with pytest.raises(ValueError, match="unknown IoU convention"):
+        iou([0, 0, 1, 1], [0, 0, 1, 1], "+1")
+
+
+@pytest.mark.parametrize("convention", ["continuous", "pixel"])
+@pytest.mark.parametrize("threshold", [0.1, 0.5, 0.65, 0.9, 1.0])
+def test_iou_pairs_equals_dense_matrix_in_both_conventions(convention, threshold):
+    rng = np.random.default_rng(3)
+    boxes = _random_boxes(rng, 300)
+    boxes[:40] = boxes[40:80]  # exact duplicates
+    boxes[80:100, 2] = boxes[80:100, 0]  # zero-width boxes: no area, but one pixel wide under the +1
+    boxes[100:160] = np.round(boxes[100:160])
+    dense = iou_matrix(boxes, boxes, convention)
+    with pytest.MonkeyPatch.context() as mp:  # candidates tested a few at a time give the same pairs
+        mp.setattr(geometry, "CANDIDATE_BLOCK", 97)
+        blocked = iou_pairs(boxes, threshold, convention)
+    assert [x.tolist() for x in blocked] == [x.tolist() for x in iou_pairs(boxes, threshold, convention)]
+    for sample in (boxes, boxes[:30]):  # the vectorised path, and the plain-Python one below SMALL_INPUT
+        n = len(sample)
+        ei, ej = np.nonzero(np.triu(dense[:n, :n] >= threshold, k=1))
+        i, j, ious = iou_pairs(sample, threshold, convention)
+        assert list(zip(i.tolist(), j.tolist(), strict=True)) == list(zip(ei.tolist(), ej.tolist(), strict=True))
+        assert ious.tolist() == dense[ei, ej].tolist()  # the same arithmetic: equal, not merely close
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(int_box, min_size=2, max_size=60),
+    st.sampled_from([0.25, 0.5, 0.65, 0.9, 1.0]),
+    st.sampled_from(["continuous", "pixel"]),
+)
+def test_plain_python_and_vectorised_paths_agree_exactly(boxes, threshold, convention):
+    # integer boxes put many IoUs exactly on the thresholds; both paths must decide them alike
+    small = iou_pairs(boxes, threshold, convention)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(geometry, "SMALL_INPUT", 0)
+        big = iou_pairs(boxes, threshold, convention)
+        big_nms = nms(boxes, list(range(len(boxes), 0, -1)), threshold)
+    assert [x.tolist() for x in small] == [x.tolist() for x in big]
+    assert nms(boxes, list(range(len(boxes), 0, -1)), threshold).tolist() == big_nms.tolist()
+    dense = iou_matrix(boxes, boxes, convention)
+    ei, ej = np.nonzero(np.triu(dense >= threshold, k=1))
+    assert list(zip(small[0].tolist(), small[1].tolist(), strict=True)) == list(
+        zip(ei.tolist(), ej.tolist(), strict=True)
+    )
+
+
+def test_paired_iou_matches_the_matrix():
+    rng = np.random.default_rng(4)
+    a, b = _random_boxes(rng, 50), _random_boxes(rng, 50)
+    for convention in ("continuous", "pixel"):
+        assert paired_iou(a, b, convention).tolist() == np.diag(iou_matrix(a, b, convention)).tolist()
+    with pytest.raises(ValueError, match="3 boxes against 2"):
+        paired_iou(a[:3], b[:2])
+
+
+@pytest.mark.parametrize("n", [20, 400])  # below and above SMALL_INPUT
+@pytest.mark.parametrize("convention", ["continuous", "pixel"])
+def test_grouped_pairs_and_nms_equal_one_call_per_group(n, convention):
+    rng = np.random.default_rng(5)
+    # crowded: many pairs, many of them across groups
+    boxes = np.round(_random_boxes(rng, n, scale=80.0 if n > 100 else 10.0))
+    groups = rng.integers(0, 5, size=n)
+    scores = np.round(rng.uniform(size=n), 1)  # ties
+    i, j, ious = iou_pairs(boxes, 0.5, convention, groups=groups)
+    expected = []
+    for g in range(5):
+        members = np.flatnonzero(groups == g)
+        gi, gj, gv = iou_pairs(boxes[members], 0.5, convention)
+        expected += [(members[a], members[b], v) for a, b, v in zip(gi, gj, gv, strict=True)]
+    assert list(zip(i.tolist(), j.tolist(), ious.tolist(), strict=True)) == sorted(
+        (int(a), int(b), float(v)) for a, b, v in expected
+    )
+    assert len(expected) >= 3 and len(iou_pairs(boxes, 0.5, convention)[0]) > len(expected)  # groups do separate
+    keep = nms(boxes, scores, 0.5, groups=groups)
+    per_group = []
+    for g in range(5):
+        members = np.flatnonzero(groups == g)
+        per_group += members[nms(boxes[members], scores[members], 0.5)].tolist()
+    assert keep.tolist() == per_group
+    with pytest.raises(ValueError, match="group labels"):
+        iou_pairs(boxes, 0.5, groups=groups[:-1])
