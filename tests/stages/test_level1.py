@@ -474,3 +474,108 @@ def test_two_thousand_boxes():
     assert {tuple(o["labels"]) for o in row["objects"][:100]} == {("dog",)}
     assert {tuple(o["labels"]) for o in row["objects"][100:200]} == {("person",)}
     assert {tuple(o["labels"]) for o in row["objects"][200:]} == {("cat", "domestic cat")}
+
+
+# -- the IoU convention of the voting --------------------------------------------------------------
+
+
+NEAR_065 = {
+    "detect_lvis": {"im": [([100, 100, 199, 199], 0.9, "dog")]},
+    # pixel-inclusive: 100 x 65 of 100 x 100 pixels = .65 exactly; continuous: 99 x 64 / (99 x 99) = .6465
+    "detect_closed": {"im": [([100, 100, 199, 164], 0.8, "puppy")]},
+}
+
+
+def test_pixel_convention_votes_as_the_reference_continuous_does_not():
+    rows, _ = run(make_unit({"im": (400, 300)}, NEAR_065), iou_convention="pixel")
+    assert [brief(o) for o in rows["im"]["objects"]] == [
+        (0, ["dog", "puppy"], ["", ""], ["detect_lvis", "detect_closed"], [])
+    ]
+    assert rows["im"]["floating_objects"] == []
+    for params in ({}, {"iou_convention": "continuous"}):  # continuous is the default
+        rows, _ = run(make_unit({"im": (400, 300)}, NEAR_065), **params)
+        assert rows["im"]["objects"] == []
+        assert [brief(o) for o in rows["im"]["floating_objects"]] == [
+            (0, ["dog"], [""], ["detect_lvis"], []),
+            (1, ["puppy"], [""], ["detect_closed"], []),
+        ]
+
+
+def test_unknown_iou_convention_fails_at_configure():
+    with pytest.raises(ValueError, match=r"level1: iou_convention must be one of continuous, pixel; got 'pixels'"):
+        Level1.configure({"iou_convention": "pixels"})
+
+
+def test_images_of_one_unit_never_suppress_or_vote_with_each_other():
+    # The unit's detections are filtered and matched together (one grouped self-NMS, one grouped candidate
+    # search), so identical boxes in two images must stay two images' boxes.
+    box = [10, 10, 60, 60]
+    dets = {
+        "detect_lvis": {"a": [(box, 0.9, "dog")], "b": [(box, 0.95, "cat")]},
+        "detect_closed": {"b": [(box, 0.5, "cat")]},
+    }
+    rows, errors = run(make_unit({"a": (100, 100), "b": (100, 100)}, dets))
+    assert errors == []
+    assert rows["a"]["objects"] == [] and [brief(o) for o in rows["a"]["floating_objects"]] == [
+        (0, ["dog"], [""], ["detect_lvis"], [])
+    ]
+    assert [brief(o) for o in rows["b"]["objects"]] == [(0, ["cat"], [""], ["detect_lvis", "detect_closed"], [])]
+    assert rows["b"]["floating_objects"] == []
+
+
+def _random_detections(rng, image_ids, size):
+    """Jittered copies of a few objects per image, over every slot; counts vary from none to dozens."""
+    labels = ["dog", "person", "man", "cup", "wine_glass"]
+    dets: dict[str, dict[str, list[tuple]]] = {slot: {} for slot in DEFAULT_SOURCES}
+    for image_id in image_ids:
+        n_objects = int(rng.integers(0, 12))
+        wh = rng.uniform(5, 80, size=(n_objects, 2))
+        xy = rng.uniform(0, 1, size=(n_objects, 2)) * (np.array(size) - wh)
+        truth = np.concatenate([xy, xy + wh], axis=1)
+        for slot in DEFAULT_SOURCES:
+            k = int(rng.integers(0, 3 * n_objects + 1))
+            if not n_objects or not k:
+                continue
+            pick = rng.integers(n_objects, size=k)
+            boxes = np.round((truth[pick] + rng.normal(0, 2.0, size=(k, 4))) * 2) / 2  # half-pixel grid: ties
+            texts = [f"a {labels[p % 5]}" if slot == "region_captions" else labels[p % 5] for p in pick]
+            scores = np.round(rng.uniform(0.05, 1.0, size=k), 2)
+            dets[slot][image_id] = list(zip(boxes.tolist(), scores.tolist(), texts, strict=True))
+    return dets
+
+
+@pytest.mark.parametrize("convention", ["continuous", "pixel"])
+def test_a_unit_merges_each_image_exactly_as_alone(convention):
+    rng = np.random.default_rng(11)
+    ids = [f"im{k}" for k in range(12)]
+    sizes = dict.fromkeys(ids, (320, 240))
+    dets = _random_detections(rng, ids, (320, 240))
+    together, errors = run(make_unit(sizes, dets), iou_convention=convention)
+    assert errors == []
+    merged = sum(len(r["objects"]) for r in together.values())
+    assert merged > 20  # the data really votes
+    for image_id in ids:
+        alone_dets = {slot: {image_id: per.get(image_id, [])} for slot, per in dets.items()}
+        alone, _ = run(make_unit({image_id: (320, 240)}, alone_dets), iou_convention=convention)
+        assert together[image_id] == alone[image_id], image_id
+
+
+def test_nulls_inside_the_lists_are_discarded_detections():
+    # a null box, a null coordinate or a null score drops that detection; a null list is an empty slot row
+    unit = make_unit({"im": (200, 200), "other": (200, 200)}, {})
+    unit.inputs["detect_closed"] = pa.Table.from_pylist(
+        [
+            {
+                "image_id": "im",
+                "boxes": [[0, 0, 50, 50], None, [0, None, 10, 10], [100, 100, 150, 150]],
+                "scores": [0.5, 0.9, 0.9, None],
+                "labels": ["dog", "cat", "bird", "cow"],
+            },
+            {"image_id": "other", "boxes": None, "scores": None, "labels": None},
+        ],
+        schema=DETECTIONS_SCHEMA,
+    )
+    rows, errors = run(unit)
+    assert errors == []
+    assert [brief(o) for o in rows["im"]["floating_objects"]] == [(0, ["dog"], [""], ["detect_closed"], [])]
+    assert rows["other"]["objects"] == rows["other"]["floating_objects"] == []
