@@ -6,7 +6,8 @@ to the image; a null, non-finite or (after clipping) zero-area box counts as "no
 For each grounded phrase:
 
 * **objects** — the phrase is linked to the object whose box has the *highest* IoU with the phrase box, when
-  that IoU is > ``iou_threshold`` (the reference took the *first* object over the threshold, which depends on
+  that IoU is > ``iou_threshold`` (IoU in ``iou_convention``: ``continuous`` by default, ``pixel`` for the
+  reference's +1 on every side, which the ``grand`` manifest sets; the reference took the *first* object over the threshold, which depends on
   list order; argmax is the sane reading of the rule, ties go to the first).
 * **floating objects** — independently, the best floating object over the threshold is linked too. A level-1
   floating object linked this way is *confirmed* by the grounding and is promoted to ``objects`` (what the
@@ -48,7 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from grand_engine.geometry import iou_matrix
+from grand_engine.geometry import check_iou_convention, iou_matrix
 from grand_engine.labels import normalise_label
 from grand_engine.phrases import normalise_phrase
 from grand_engine.runtime.stage import Resources, Stage, UnitInput
@@ -79,6 +80,7 @@ def link_phrases(
     captions: list[str | None],
     phrases: list[dict[str, Any]],
     iou_threshold: float = 0.75,
+    iou_convention: str = "continuous",
 ) -> dict[str, Any]:
     """The ``link_phrases`` row of one image from its ``level1`` row, its two captions and its grounded phrases.
 
@@ -91,7 +93,9 @@ def link_phrases(
     floating: list[dict[str, Any]] = [_complete_object(o) for o in row.get("floating_objects") or []]
     n_objects = len(objects)
     old_to_uid = _uids_by_old_id(objects + floating)
-    confirmed, relations = _link_all(objects, floating, phrases, row.get("width"), row.get("height"), iou_threshold)
+    confirmed, relations = _link_all(
+        objects, floating, phrases, row.get("width"), row.get("height"), iou_threshold, iou_convention
+    )
 
     # Renumber: objects, promoted floating objects, then the rest; ids are positions.
     all_records = objects + floating
@@ -135,6 +139,7 @@ def _link_all(
     width: Any,
     height: Any,
     iou_threshold: float,
+    iou_convention: str,
 ) -> tuple[set[int], dict[str, list[int]]]:
     """Link the grounded phrases in caption order (``floating`` gains the caption-made objects and the nouns of
     the confirmed ones). Returns the floating positions confirmed by a grounding (level-1 ones only) and, per
@@ -152,11 +157,11 @@ def _link_all(
         noun = normalise_label(entry.get("noun") or "")
         linked: list[int] = []
 
-        best = _best_match(box, object_boxes, iou_threshold)
+        best = _best_match(box, object_boxes, iou_threshold, iou_convention)
         if best is not None:
             linked.append(best)
 
-        fbest = _best_match(box, _boxes(floating), iou_threshold)
+        fbest = _best_match(box, _boxes(floating), iou_threshold, iou_convention)
         if fbest is not None:
             obj = floating[fbest]
             _add_label(obj, noun.name, noun.qualifier)
@@ -226,11 +231,11 @@ def _boxes(records: list[dict[str, Any]]) -> np.ndarray:
     return out
 
 
-def _best_match(box: list[float], boxes: np.ndarray, threshold: float) -> int | None:
+def _best_match(box: list[float], boxes: np.ndarray, threshold: float, convention: str) -> int | None:
     """Index of the box with the highest IoU (first on ties) when it is > ``threshold``, else ``None``."""
     if len(boxes) == 0:
         return None
-    ious = np.nan_to_num(iou_matrix(box, boxes)[0], nan=-1.0)
+    ious = np.nan_to_num(iou_matrix(box, boxes, convention)[0], nan=-1.0)
     best = int(np.argmax(ious))
     return best if ious[best] > threshold else None
 
@@ -285,7 +290,12 @@ class LinkPhrases(Stage):
     default_resources: ClassVar[Resources] = Resources(cpus=1.0, batch_size=256)
 
     iou_threshold: float = 0.75  # spec step 14b: phrase box ↔ object box IoU > 0.75 links them
+    # step 14b's IoU: "continuous" (no +1, the project's) or "pixel" (the reference's +1; set by the grand manifest)
+    iou_convention: str = "continuous"
     check_invariants: bool = True  # validate each output row (ids contiguous, objects first, links exist)
+
+    def __post_init__(self) -> None:
+        self.iou_convention = check_iou_convention(self.iou_convention, "link_phrases")
 
     def process_image(self, unit: UnitInput, image_id: str) -> dict[str, Any]:
         level1 = unit.input_row("level1", image_id)
@@ -294,7 +304,9 @@ class LinkPhrases(Stage):
             unit.input_row("caption_vlm", image_id).get("caption"),
         ]
         phrases = unit.input_row("ground_phrases", image_id).get("phrases") or []
-        row = link_phrases(level1, captions, phrases, iou_threshold=self.iou_threshold)
+        row = link_phrases(
+            level1, captions, phrases, iou_threshold=self.iou_threshold, iou_convention=self.iou_convention
+        )
         out = {name: row.get(name) for name in self.schema.names}
         out["image_id"] = image_id
         return self.require_valid(out, 2) if self.check_invariants else out

@@ -4,8 +4,9 @@ For each object and floating object of the ``level2`` row (box B), in this order
 
 1. **Region masks** (step 21.1): among the image's region masks — the SA-1B annotations (``sa1b`` table) and,
    for an image without them, SAM's automatic masks (``sam_masks`` table, same annotation format) — the one
-   whose box has the highest IoU with B (first on ties). When that IoU is ``>= match_iou`` its mask is taken
-   and **B is replaced by that mask's box** (clipped to the image). The reference's Dice test is not repeated:
+   whose box has the highest IoU with B (first on ties; IoU in ``iou_convention``: ``continuous`` by default,
+   ``pixel`` for the reference's +1 on every side, which the ``grand`` manifest sets). When that IoU is
+   ``>= match_iou`` its mask is taken and **B is replaced by that mask's box** (clipped to the image). The reference's Dice test is not repeated:
    for boxes it is implied by IoU ≥ 0.65 (spec §0.3). ``segmentation_source`` is the table's entry in
    ``region_tables``: ``sa1b`` for SA-1B annotations, ``sam`` for SAM's automatic masks.
 2. **Detector masks** (step 21.2, the reference's EVA-02 masks): the same rule over the boxes of the side tables
@@ -40,7 +41,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grand_engine.geometry import UNION_EPS, clip_boxes, iou_matrix, order_corners
+from grand_engine.geometry import (
+    check_iou_convention,
+    clip_boxes,
+    continuous_equivalent,
+    iou_matrix,
+    order_corners,
+    paired_iou,
+)
 from grand_engine.runtime.stage import Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import BOX, RLE, table_schema
 from grand_engine.validate import SEGMENTATION_SOURCES
@@ -129,8 +137,11 @@ class MaskPool:
         self.sources.extend([source] * len(counts))
         self.boxes = np.concatenate([self.boxes, order_corners(boxes[usable])])
 
-    def best(self, boxes: np.ndarray, threshold: float) -> list[tuple[int, float] | None]:
-        """For each box: ``(index, IoU)`` of the best-overlapping pool entry when IoU ``>= threshold``.
+    def best(
+        self, boxes: np.ndarray, threshold: float, convention: str = "continuous"
+    ) -> list[tuple[int, float] | None]:
+        """For each box: ``(index, IoU)`` of the best-overlapping pool entry when IoU (in ``convention``)
+        ``>= threshold``.
 
         The best entry is the one of highest IoU, the first on ties. For ``threshold > 0`` only the pairs
         that can reach it are computed (:func:`_pairs_above`); the result equals the dense matrix's.
@@ -138,11 +149,11 @@ class MaskPool:
         if len(self.rles) == 0 or len(boxes) == 0:
             return [None] * len(boxes)
         if not threshold > 0:
-            ious = iou_matrix(boxes, self.boxes)
+            ious = iou_matrix(boxes, self.boxes, convention)
             j = np.argmax(ious, axis=1)  # first on ties
             i = np.arange(len(boxes))
             return [(int(b), float(v)) if v >= threshold else None for b, v in zip(j, ious[i, j], strict=True)]
-        i, j, ious = _pairs_above(np.asarray(boxes, dtype=np.float64), self.boxes, threshold)
+        i, j, ious = _pairs_above(np.asarray(boxes, dtype=np.float64), self.boxes, threshold, convention)
         out: list[tuple[int, float] | None] = [None] * len(boxes)
         if len(i):
             order = np.lexsort((j, -ious, i))  # per box: highest IoU first, then the first pool entry
@@ -153,7 +164,9 @@ class MaskPool:
         return out
 
 
-def _pairs_above(a: np.ndarray, b: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pairs_above(
+    a: np.ndarray, b: np.ndarray, threshold: float, convention: str = "continuous"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair ``(i, j)`` of ``a[i]`` and ``b[j]`` with IoU ``>= threshold > 0``, as ``(i, j, iou)`` arrays.
 
     IoU ``>= t`` means the intersection holds at least ``t`` of each box, which implies ``t·w_a <= w_b <= w_a/t``
@@ -161,10 +174,14 @@ def _pairs_above(a: np.ndarray, b: np.ndarray, threshold: float) -> tuple[np.nda
     indexed by width class (widths within a factor ``1/t``), horizontal strip of ``y1`` and ``x1``, in one sorted
     key; each ``a`` looks up the classes and strips its bounds touch and, in each, its ``x1`` window
     (``searchsorted``). The work follows the boxes near each box, not ``len(a) × len(b)``. Candidates then pass the
-    cheap conditions above and their IoU is computed exactly as :func:`grand_engine.geometry.iou_matrix` does, so
-    pairs and values equal the dense matrix's. Every bound is widened by a rounding margin: a window may only be
-    too wide, never too narrow.
+    cheap conditions above and their IoU is computed by :func:`grand_engine.geometry.paired_iou`, as
+    :func:`grand_engine.geometry.iou_matrix` does, so pairs and values equal the dense matrix's. Every bound is
+    widened by a rounding margin: a window may only be too wide, never too narrow. For the pixel convention the
+    search runs on the boxes grown by 1 to the right and bottom, whose continuous IoU is the pixel IoU
+    (:func:`grand_engine.geometry.continuous_equivalent`).
     """
+    given_a, given_b = a, b
+    a, b = continuous_equivalent(a, convention), continuous_equivalent(b, convention)
     t = min(float(threshold), 1.0)
     wb = np.clip(b[:, 2] - b[:, 0], 0.0, None)
     hb = np.clip(b[:, 3] - b[:, 1], 0.0, None)
@@ -184,7 +201,7 @@ def _pairs_above(a: np.ndarray, b: np.ndarray, threshold: float) -> tuple[np.nda
     bs = b[order]
     sb = _Columns(*(np.ascontiguousarray(bs[:, col]) for col in range(4)), wb[order], hb[order])
     i, pos = _near_candidates(a, wa, ha, ry, sb, q, lo, counts, t)
-    ious = _candidate_ious(a[i], wa[i] * ha[i], sb, pos)
+    ious = paired_iou(given_a[i], given_b[order[pos]], convention)
     keep = ious >= threshold
     return i[keep].astype(np.int64), order[pos[keep]].astype(np.int64), ious[keep]
 
@@ -289,23 +306,6 @@ def _near_candidates(
     return i, pos
 
 
-def _candidate_ious(ba: np.ndarray, area_a: np.ndarray, sb: _Columns, pos: np.ndarray) -> np.ndarray:
-    """IoU of each query box ``ba[k]`` (area ``area_a[k]``) with the sorted pool's box ``pos[k]``, computed as
-    :func:`grand_engine.geometry.iou_matrix` does."""
-    area_b = sb.w[pos] * sb.h[pos]
-    iw = np.minimum(ba[:, 2], sb.x2[pos])
-    iw -= np.maximum(ba[:, 0], sb.x1[pos])
-    np.clip(iw, 0.0, None, out=iw)
-    ih = np.minimum(ba[:, 3], sb.y2[pos])
-    ih -= np.maximum(ba[:, 1], sb.y1[pos])
-    np.clip(ih, 0.0, None, out=ih)
-    inter = iw * ih
-    union = area_a + area_b
-    union -= inter
-    np.maximum(union, UNION_EPS, out=union)
-    return inter / union
-
-
 def _annotation_array(unit: UnitInput, table: str, image_id: str) -> pa.StructArray | None:
     """One image's ``annotations`` of ``table`` as an Arrow struct array (a null list gives an empty one), or
     ``None`` when the table is not there or its annotations lack a ``bbox`` box or a ``segmentation`` RLE (then
@@ -349,6 +349,7 @@ def assign_masks(
     segment: Any = None,
     *,
     match_iou: float = 0.65,
+    iou_convention: str = "continuous",
 ) -> list[dict[str, Any]]:
     """``MASK`` dicts for ``entries`` (objects then floating objects): region mask, detector mask, else SAM.
 
@@ -359,7 +360,7 @@ def assign_masks(
     out: list[dict[str, Any] | None] = [None] * len(entries)
     rest = list(range(len(entries)))
     for pool in (region, detector):
-        hits = pool.best(boxes[rest], match_iou) if rest else []
+        hits = pool.best(boxes[rest], match_iou, iou_convention) if rest else []
         clipped = clip_boxes(pool.boxes, width, height).tolist() if any(h is not None for h in hits) else []
         still = []
         for i, hit in zip(rest, hits, strict=True):
@@ -406,6 +407,8 @@ class Masks(Stage):
     default_resources: ClassVar[Resources] = Resources(gpus=0.25, cpus=1.0, batch_size=4)
 
     match_iou: float = 0.65  # spec step 21: region/detector mask taken when box IoU >= 0.65
+    # step 21's IoU: "continuous" (no +1, the project's) or "pixel" (the reference's +1; set by the grand manifest)
+    iou_convention: str = "continuous"
     max_boxes_per_call: int = 64  # SAM prompts per decoder call (the reference sent all boxes at once, §14.17)
     region_tables: dict[str, str] = field(
         default_factory=lambda: {"sa1b": "sa1b", "sam_masks": "sam"}
@@ -417,6 +420,7 @@ class Masks(Stage):
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.match_iou) <= 1.0:
             raise ValueError(f"masks: match_iou must be in [0, 1], got {self.match_iou!r}")
+        self.iou_convention = check_iou_convention(self.iou_convention, "masks")
         if int(self.max_boxes_per_call) < 1:
             raise ValueError(f"masks: max_boxes_per_call must be at least 1, got {self.max_boxes_per_call!r}")
         bad = {t: s for t, s in dict(self.region_tables).items() if s not in SEGMENTATION_SOURCES}
@@ -474,5 +478,6 @@ class Masks(Stage):
             detector,
             segment if self.sam is not None else None,
             match_iou=float(self.match_iou),
+            iou_convention=self.iou_convention,
         )
         return {"image_id": image_id, "masks": masks}

@@ -5,7 +5,8 @@ with :class:`grand_engine.stages.depth.DepthField` (``scale`` image pixels per d
 (``link_phrases`` ids) the region is chosen in this order:
 
 1. **mask** — the object's mask when one exists: the SA-1B annotation whose box has the highest IoU with the
-   object's box, when that IoU is >= ``match_iou`` (0.65, the mask-match rule of step 21); else a mask the object
+   object's box, when that IoU is >= ``match_iou`` (0.65, the mask-match rule of step 21, in ``iou_convention``:
+   ``continuous`` by default, ``pixel`` as the reference and the ``grand`` manifest); else a mask the object
    already carries (``segmentation``, e.g. a detector's); else the best match among ``sam_masks`` (images without
    SA-1B masks). The depth is the median over the depth pixels whose centre falls on the mask, read straight from
    the RLE runs (no full-resolution decode); a mask thinner than one depth pixel, which no centre falls on, uses
@@ -31,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from grand_engine.geometry import iou_matrix
+from grand_engine.geometry import check_iou_convention, iou_matrix
 from grand_engine.io import rle as rle_lib
 from grand_engine.runtime.stage import Resources, Stage, UnitInput
 from grand_engine.schema import table_schema
@@ -97,10 +98,13 @@ class ObjectDepth(Stage):
     default_resources: ClassVar[Resources] = Resources(cpus=1.0, batch_size=64)
 
     match_iou: float = 0.65  # spec step 21: a mask belongs to an object when box IoU >= 0.65
+    # step 21's IoU: "continuous" (no +1, the project's) or "pixel" (the reference's +1; set by the grand manifest)
+    iou_convention: str = "continuous"
     mask_sources: tuple[str, ...] = ("sa1b", "sam_masks")  # mask tables, in priority order (own mask after sa1b)
 
     def __post_init__(self) -> None:
         self.mask_sources = tuple(self.mask_sources)
+        self.iou_convention = check_iou_convention(self.iou_convention, "object_depth")
 
     def inputs(self) -> tuple[str, ...]:
         return ("link_phrases", "depth", *self.mask_sources)
@@ -135,7 +139,7 @@ class ObjectDepth(Stage):
                 continue
             source, annotations, boxes = entry
             if usable_box and annotations:
-                ious = np.nan_to_num(iou_matrix(box, boxes)[0], nan=-1.0)
+                ious = np.nan_to_num(iou_matrix(box, boxes, self.iou_convention)[0], nan=-1.0)
                 best = int(np.argmax(ious))
                 if ious[best] >= self.match_iou:
                     return annotations[best]["segmentation"], MASK_NOTES.get(source, f"{source} mask")

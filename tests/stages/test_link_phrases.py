@@ -274,6 +274,21 @@ def test_stage_end_to_end_and_error_row():
 
 
 def test_stage_parameter_names():
-    assert LinkPhrases.param_names() == ["iou_threshold", "check_invariants"]
+    assert LinkPhrases.param_names() == ["iou_threshold", "iou_convention", "check_invariants"]
     with pytest.raises(ValueError, match="no parameter"):
         LinkPhrases.configure({"iou": 0.5})
+
+
+def test_pixel_convention_links_as_the_reference():
+    # phrase [0, 0, 99, 74.2] against object [0, 0, 99, 99]: pixel-inclusive IoU 100·75.2 / 100·100 = .752 > .75
+    # (linked, as in the reference); continuous IoU 99·74.2 / 99·99 = .7495 (not linked: a new floating object)
+    row = {**level1_row(), "objects": [_obj(0, [0, 0, 99, 99], ["dog"], 0.9, ["detect_lvis"])]}
+    row["floating_objects"], row["affordances"] = [], []
+    phrases = [_ph(0, "dog", "a dog", [0, 0, 99, 74.2])]
+    pixel = link_phrases(row, CAPTIONS, phrases, iou_convention="pixel")
+    assert pixel["relationships"] == [{"phrase": "a dog", "object_ids": [0]}] and pixel["floating_objects"] == []
+    continuous = link_phrases(row, CAPTIONS, phrases)
+    assert continuous["relationships"] == [{"phrase": "a dog", "object_ids": [1]}]
+    assert [o["bbox"] for o in continuous["floating_objects"]] == [[0, 0, 99, 74.2]]
+    with pytest.raises(ValueError, match="link_phrases: iou_convention must be one of continuous, pixel"):
+        LinkPhrases.configure({"iou_convention": "pixels"})

@@ -187,6 +187,21 @@ def test_iou_threshold_boundary_and_first_on_ties():
         assign_masks(entries, W, H, pool, MaskPool.empty(), None, match_iou=0.66)
 
 
+def test_pixel_convention_matches_masks_as_the_reference():
+    # object [0, 0, 19, 9] against the SA-1B box [0, 0, 12, 9]: pixel-inclusive IoU 13·10 / 20·10 = .65 (a match,
+    # as in the reference); continuous IoU 12·9 / 19·9 = .632 (no match)
+    pool = MaskPool.empty()
+    pool.add([[0, 0, 12, 9]], [_box_mask(0, 0, 12, 9)], "sa1b", "t", [H, W])
+    entries = [_obj(0, [0, 0, 19, 9])]
+    out = assign_masks(entries, W, H, pool, MaskPool.empty(), None, match_iou=0.65, iou_convention="pixel")
+    assert out[0]["segmentation_source"] == "sa1b" and out[0]["bbox"] == [0, 0, 12, 9]
+    assert out[0]["match_iou"] == 0.65
+    with pytest.raises(ValueError, match=r"object ids \[0\] match no region or detector mask"):
+        assign_masks(entries, W, H, pool, MaskPool.empty(), None, match_iou=0.65)
+    with pytest.raises(ValueError, match="masks: iou_convention must be one of continuous, pixel"):
+        Masks.configure({"iou_convention": "+1"})
+
+
 def test_sam_masks_table_is_a_region_pool_labelled_sam(stage):
     level2 = _level2(objects=[_obj(0, [0, 0, 32, 24])], floating=[])
     unit = _unit([level2], [], NO_DETECTIONS)

@@ -17,9 +17,9 @@ from grand_engine.stages.masks import MaskPool, _annotation_array
 from grand_engine.stages.sa1b import ANNOTATION
 
 
-def _dense_best(a: np.ndarray, b: np.ndarray, t: float) -> list:
+def _dense_best(a: np.ndarray, b: np.ndarray, t: float, convention: str = "continuous") -> list:
     out = []
-    for row in iou_matrix(a, b) if len(a) else []:
+    for row in iou_matrix(a, b, convention) if len(a) else []:
         j = int(np.argmax(row))
         out.append((j, float(row[j])) if row[j] >= t else None)
     return out
@@ -35,8 +35,9 @@ def _boxes(rng: np.random.Generator, k: int) -> np.ndarray:
     return np.concatenate([corner, corner + sides], axis=1)
 
 
+@pytest.mark.parametrize("convention", ["continuous", "pixel"])
 @pytest.mark.parametrize("seed", range(4))
-def test_best_equals_the_dense_matrix(seed):
+def test_best_equals_the_dense_matrix(seed, convention):
     rng = np.random.default_rng(seed)
     for _ in range(60):
         a, b = _boxes(rng, int(rng.integers(0, 60))), _boxes(rng, int(rng.integers(1, 60)))
@@ -46,7 +47,7 @@ def test_best_equals_the_dense_matrix(seed):
             b = np.concatenate([b, b[:3]])
         pool = MaskPool(b, [{}] * len(b), ["sa1b"] * len(b))
         for t in (0.0, 0.3, 0.5, 0.65, 0.9, 1.0):
-            assert pool.best(a, t) == _dense_best(a, b, t)
+            assert pool.best(a, t, convention) == _dense_best(a, b, t, convention)
 
 
 def test_best_known_answer_first_on_ties():

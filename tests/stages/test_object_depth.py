@@ -166,6 +166,21 @@ def test_match_threshold_and_sources_are_parameters():
     assert ObjectDepth.configure({"mask_sources": ["sa1b"]}).inputs() == ("link_phrases", "depth", "sa1b")
 
 
+def test_pixel_convention_matches_masks_as_the_reference():
+    # object 0 [0, 0, 20, 20] against a SA-1B box [0, 0, 20, 13]: pixel-inclusive IoU 21·14 / 21·21 = .667 >= .65
+    # (the SA-1B mask, as in the reference); continuous IoU 20·13 / 20·20 = .65 too, so .66 separates them
+    unit = _unit(encode_depth(_depth_map(), 2.0))
+    sa1b = {"image_id": "img", "annotations": [_ann(1, [0, 0, 20, 13], L_MASK)]}
+    unit.inputs["sa1b"] = pa.Table.from_pylist([sa1b], schema=SA1BStage.schema)
+    notes = {}
+    for convention in ("continuous", "pixel"):
+        stage = ObjectDepth.configure({"match_iou": 0.66, "mask_sources": ["sa1b"], "iou_convention": convention})
+        notes[convention] = stage.process(unit).table.to_pylist()[0]["depths"][0]["depth_note"]
+    assert notes == {"continuous": "box", "pixel": "sa1b mask"}
+    with pytest.raises(ValueError, match="object_depth: iou_convention must be one of continuous, pixel"):
+        ObjectDepth.configure({"iou_convention": "px"})
+
+
 def test_bad_depth_row_is_an_error_row():
     row = encode_depth(_depth_map(), 2.0)
     row["depth"] = row["depth"][:-2]
