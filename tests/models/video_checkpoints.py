@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-VIDEO_CHECKPOINTS = ("sam2-video", "qwen2.5-vl", "llama")
+VIDEO_CHECKPOINTS = ("sam2-video", "qwen2.5-vl", "llama", "owlv2")
 
 
 @pytest.fixture(scope="session")
 def video_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding the tiny checkpoints of the video pipeline's model slots (and the tiny Llama)."""
+    """A folder holding the tiny checkpoints of the video pipeline's model slots (the tiny Llama and OWLv2 too)."""
     from grand_engine.models.tiny import build_all
 
     dest = tmp_path_factory.mktemp("video_tiny")

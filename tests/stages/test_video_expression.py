@@ -16,6 +16,7 @@ from grand_engine.stages.video_expression import VideoExpression, merge_conversa
 from grand_engine.stages.video_text import OBJECT_LEVEL, OBJECT_TEXT
 from grand_engine.testing import run_stage
 from tests.io.video_shards import video_row, video_unit
+from tests.models.video_checkpoints import video_tiny_dir  # noqa: F401
 from tests.stages import scripted_llm
 from tests.stages.scripted_llm import ScriptedLLM
 
@@ -134,3 +135,46 @@ def test_objects_without_every_level_get_an_error_entry(models: dict) -> None:
     )
     assert third["error"] == "no description from video_object_text, video_scene_text, video_motion_text"
     assert len(llm.asked("caption")) == 1
+
+
+class Recording:
+    """The real detector adapter, with every image and query list it gets written down."""
+
+    def __init__(self, detector) -> None:
+        self.detector = detector
+        self.batch_size = 8
+        self.calls: list[tuple] = []
+
+    def detect(self, images, queries, threshold):
+        self.calls.append(([im.shape for im in images], queries))
+        return self.detector.detect(images, queries, threshold=threshold)
+
+
+def test_the_detector_looks_at_the_key_frame(models: dict, tmp_path: Path, video_tiny_dir: Path) -> None:  # noqa: F811
+    from grand_engine.config import ModelSpec
+    from tests.io.video_shards import square_frames, write_video
+
+    path = tmp_path / "v.mp4"
+    write_video(path, square_frames(8))
+    detector = Recording(load_adapter(ModelSpec(id=str(video_tiny_dir / "owlv2"), family="owl")))
+    llm = ScriptedLLM(caption=[GOOD], checklist=['["goat", "tractor"]'])
+    unit = unit_for({0: ("goat", LOOKS, SCENE, MOTION)})
+    row = video_row("v", path, width=64, height=48, num_frames=8, indices=[0, 4])
+    unit = video_unit(
+        [row], {k: unit.inputs[k] for k in ("video_object_text", "video_scene_text", "video_motion_text")}
+    )
+    stage = VideoExpression.configure(
+        {"max_rounds": 0, "detector_threshold": 0.0},
+        llm=llm,
+        embedder=models["embedder"],
+        nlp=models["nlp"],
+        detector=detector,
+    )
+    [out] = run_stage(stage, unit).table.to_pylist()
+    # "goat" is the name; "tractor" is in no description: only it goes to the detector, on the key frame (frame 0)
+    assert detector.calls == [([(48, 64, 3)], [["tractor"]])]
+    [goat, tractor] = out["objects"][0]["verification"]["checklist"]
+    assert goat["evidence"] in ("scene_graph_exact", "scene_graph_lemma") and tractor["evidence"] in (
+        "detector",
+        "none",
+    )
