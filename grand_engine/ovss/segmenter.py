@@ -32,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from grand_engine.labels import normalise_label, read_category_file
+from grand_engine.models.base import load_adapter
 from grand_engine.models.clip import LOGIT_SCALE
 from grand_engine.models.imaging import check_image
 from grand_engine.ovss import context, spectral
+from grand_engine.ovss.backbones import ClipDense, resample_grid
 from grand_engine.ovss.windows import resized_size, window_grid
 
 if TYPE_CHECKING:
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
     from grand_engine.config import ModelSpec
     from grand_engine.models.clip import ClipAdapter
     from grand_engine.models.dino import DinoAdapter
-    from grand_engine.ovss.backbones import ClipDense
 
 __all__ = [
     "DEFAULT_STUFF_FILE",
@@ -119,6 +120,15 @@ class CassConfig:
     upsample_chunk: int = 16  # classes resized to the original image size at a time (bounds memory)
 
     def __post_init__(self) -> None:
+        self._check_sizes()
+        self._check_ranges()
+        if not self.templates or any("{}" not in t for t in self.templates):
+            raise ValueError(
+                f"ovss: templates must be a non-empty list of strings containing '{{}}', got {self.templates!r}"
+            )
+
+    def _check_sizes(self) -> None:
+        """Sizes and counts are positive integers (``window`` and ``stride`` may be null)."""
         ints = {"short_side": self.short_side, "spectrum_size": self.spectrum_size}
         ints.update(window_batch=self.window_batch, upsample_chunk=self.upsample_chunk)
         for name, value in ints.items():
@@ -128,6 +138,9 @@ class CassConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"ovss: {name} must be a positive integer or null, got {value!r}")
+
+    def _check_ranges(self) -> None:
+        """Fractions, weights, distances and scales are in their ranges."""
         if not 0.0 < self.energy <= 1.0:
             raise ValueError(f"ovss: energy must be in (0, 1], got {self.energy!r}")
         for name in ("text_adjust_weight", "presence_weight"):
@@ -139,10 +152,6 @@ class CassConfig:
         for name in ("attention_temperature", "logit_scale"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ovss: {name} must be > 0, got {getattr(self, name)!r}")
-        if not self.templates or any("{}" not in t for t in self.templates):
-            raise ValueError(
-                f"ovss: templates must be a non-empty list of strings containing '{{}}', got {self.templates!r}"
-            )
 
 
 @dataclass
@@ -163,8 +172,6 @@ class CassSegmenter:
     """Training-free open-vocabulary semantic segmentation with CLIP + a DINO VFM (see the module docstring)."""
 
     def __init__(self, clip: ClipAdapter, vfm: DinoAdapter, config: CassConfig | None = None) -> None:
-        from grand_engine.ovss.backbones import ClipDense
-
         self.config = config or CassConfig()
         self.clip = clip
         self.vfm = vfm
@@ -185,8 +192,6 @@ class CassSegmenter:
     ) -> CassSegmenter:
         """Load both backbones through :func:`grand_engine.models.base.load_adapter` (families ``clip`` and
         ``dino``) onto the device a worker with ``gpus`` share gets."""
-        from grand_engine.models.base import load_adapter
-
         return cls(load_adapter(clip_spec, gpus=gpus), load_adapter(vfm_spec, gpus=gpus), config)
 
     @property
@@ -210,7 +215,7 @@ class CassSegmenter:
 
     def segment(self, image: np.ndarray, vocabulary: Sequence[str]) -> Segmentation:
         """Label every pixel of ``image`` (``H×W×3`` uint8 RGB) with one class of ``vocabulary``."""
-        import torch
+        import torch  # deferred: torch loads only when an image is segmented
         import torch.nn.functional as F
 
         image = check_image(image)
@@ -260,9 +265,7 @@ class CassSegmenter:
     def _encode_windows(self, image: torch.Tensor, windows: list[tuple[int, int]]) -> tuple[torch.Tensor, ...]:
         """Distilled patch embeddings ``(nW, N, E)`` and global embeddings ``(nW, E)`` of the windows of the
         resized ``(3, h, w)`` image in [0, 1]."""
-        import torch
-
-        from grand_engine.ovss.backbones import resample_grid
+        import torch  # deferred: torch loads only when an image is segmented
 
         cfg = self.config
         clip_mean, clip_std = _stats(self.dense.mean, self.dense.std, image)
@@ -298,7 +301,7 @@ class CassSegmenter:
     def _stitch(self, probs: torch.Tensor, windows: list[tuple[int, int]], size: tuple[int, int]) -> torch.Tensor:
         """``(C, h, w)`` mean over covering windows of the windows' patch probabilities ``(nW, N, C)`` upsampled
         to the window size."""
-        import torch
+        import torch  # deferred: torch loads only when an image is segmented
         import torch.nn.functional as F
 
         gh, gw = self.dense.grid
@@ -314,7 +317,7 @@ class CassSegmenter:
 
     def _resize_argmax(self, canvas: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Arg-max class and its probability at ``size``, resizing ``upsample_chunk`` classes at a time."""
-        import torch
+        import torch  # deferred: torch loads only when an image is segmented
         import torch.nn.functional as F
 
         best = torch.full(size, -1.0, device=canvas.device)
@@ -332,7 +335,7 @@ class CassSegmenter:
 
 
 def _stats(mean: Sequence[float], std: Sequence[float], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch
+    import torch  # deferred: torch loads only when an image is segmented
 
     def as_tensor(v: Sequence[float]) -> torch.Tensor:
         return torch.tensor(list(v), dtype=like.dtype, device=like.device).reshape(1, -1, 1, 1)
@@ -341,7 +344,7 @@ def _stats(mean: Sequence[float], std: Sequence[float], like: torch.Tensor) -> t
 
 
 def _resize(crops: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # deferred: torch loads only when an image is segmented
 
     if tuple(crops.shape[-2:]) == tuple(size):
         return crops
