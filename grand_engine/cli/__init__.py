@@ -18,7 +18,18 @@ from typing import TextIO
 from grand_engine.cli.common import EXAMPLES
 from grand_engine.config import ConfigError
 
-COMMAND_MODULES = ("pipeline", "verify", "models", "export", "show", "evaluate", "sources", "doctor")
+COMMAND_MODULES = (
+    "pipeline",
+    "verify",
+    "models",
+    "export",
+    "show",
+    "evaluate",
+    "stats",
+    "compare",
+    "sources",
+    "doctor",
+)
 """Modules of :mod:`grand_engine.cli` that register subcommands."""
 
 
