@@ -47,6 +47,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from skimage import data as skimage_data
+
+from grand_engine.io import rle
+from grand_engine.io.images import decode_image
 
 __all__ = ["DEMO_IMAGES", "DEMO_MTIME", "build_demo_shard", "demo_annotation"]
 
@@ -59,16 +64,12 @@ MASK_SOURCE = "classical segmentation (skimage felzenszwalb), not SAM; scores ar
 
 
 def _motorcycle() -> np.ndarray:
-    from skimage import data
-
-    return data.stereo_motorcycle()[0]
+    return skimage_data.stereo_motorcycle()[0]
 
 
 def _loader(name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        from skimage import data
-
-        return getattr(data, name)()
+        return getattr(skimage_data, name)()
 
     return load
 
@@ -84,8 +85,6 @@ DEMO_IMAGES: tuple[tuple[str, Callable[[], np.ndarray]], ...] = (
 
 
 def _downscale(arr: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
-    from PIL import Image
-
     h, w = arr.shape[:2]
     scale = max_side / max(h, w)
     if scale >= 1:
@@ -95,8 +94,6 @@ def _downscale(arr: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
 
 
 def _jpeg(arr: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
@@ -104,7 +101,7 @@ def _jpeg(arr: np.ndarray) -> bytes:
 
 def _regions(pixels: np.ndarray) -> list[np.ndarray]:
     """The largest Felzenszwalb regions as boolean masks, biggest first."""
-    from skimage.segmentation import felzenszwalb
+    from skimage.segmentation import felzenszwalb  # deferred: loads scipy (about a second), only to build masks
 
     h, w = pixels.shape[:2]
     labels = felzenszwalb(pixels, scale=300, sigma=0.8, min_size=int(0.001 * h * w))
@@ -118,7 +115,7 @@ def _regions(pixels: np.ndarray) -> list[np.ndarray]:
 
 def _inner_point(mask: np.ndarray) -> list[float]:
     """A point well inside the mask: the pixel farthest from its border (computed on its bounding box)."""
-    from scipy.ndimage import distance_transform_edt
+    from scipy.ndimage import distance_transform_edt  # deferred: scipy (about a second), only to build masks
 
     ys, xs = np.nonzero(mask)
     y0, x0 = int(ys.min()), int(xs.min())
@@ -130,8 +127,6 @@ def _inner_point(mask: np.ndarray) -> list[float]:
 
 def demo_annotation(image_num: int, pixels: np.ndarray, file_name: str) -> dict[str, Any]:
     """An SA-1B-format annotation dict for ``pixels`` (``H×W×3``) from classical segmentation."""
-    from grand_engine.io import rle
-
     h, w = pixels.shape[:2]
     rng = np.random.default_rng(image_num)
     anns = []
@@ -162,9 +157,6 @@ def _json_bytes(doc: dict[str, Any]) -> bytes:
 
 
 def _members() -> list[tuple[str, bytes]]:
-    from grand_engine.io import rle
-    from grand_engine.io.images import decode_image
-
     out: list[tuple[str, bytes]] = [
         (
             "README.txt",
