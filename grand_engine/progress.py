@@ -54,6 +54,13 @@ def format_interval(seconds: float) -> str:
     return tqdm.format_interval(max(0.0, seconds))
 
 
+def format_rate(per_second: float) -> str:
+    """``2.9 images/s``, or ``39.4 s/image`` below one image a second (an LLM stage on a CPU)."""
+    if per_second >= 1 or per_second <= 0:
+        return f"{per_second:.1f} images/s"
+    return f"{1 / per_second:.1f} s/image"
+
+
 class Progress:
     """``update()`` once per item of a loop of ``total`` items; ``close()`` (or ``with``) at the end.
 
@@ -151,7 +158,7 @@ class StageProgress:
     name: str
     units_total: int
     images_total: int
-    running: set[str] = field(default_factory=set)
+    running: dict[str, float] = field(default_factory=dict)  # unit -> when it started
     ended: dict[str, tuple[str, int, int, dict[str, int]]] = field(default_factory=dict)  # unit -> (status, …)
     done: int = 0
     failed: int = 0
@@ -176,7 +183,7 @@ class StageProgress:
         new = (status, images, errors, dict(error_types))
         self.ended[unit_id] = new
         self._count(*new, sign=1)
-        self.running.discard(unit_id)
+        self.running.pop(unit_id, None)
         self.changed = True
 
     def _count(self, status: str, images: int, errors: int, types: dict[str, int], sign: int) -> None:
@@ -208,18 +215,19 @@ class StageProgress:
         return (now - self.first_start) / ended * (self.units_total - ended)
 
     def line(self, now: float) -> str:
-        """``name: 3/8 units (37%), 1 running, 384 images, 2.9 images/s, ETA 03:37, 4 error rows (…)``."""
+        """``name: 3/8 units (37%), 1 running (00:41), 384 images, 2.9 images/s, ETA 03:37, 4 error rows (…)``;
+        the running part says for how long the oldest running unit has run."""
         ended = len(self.ended)
         pct = f" ({100 * ended // self.units_total}%)" if self.units_total else ""
         parts = [f"{self.name}: {ended}/{self.units_total} units{pct}"]
         if self.running:
-            parts.append(f"{len(self.running)} running")
+            parts.append(f"{len(self.running)} running ({format_interval(now - min(self.running.values()))})")
         if self.failed:
             parts.append(f"{self.failed} failed")
         if self.skipped:
             parts.append(f"{self.skipped} skipped")
-        if self.first_start is not None:
-            parts.append(f"{self.images} images, {self.rate(now):.1f} images/s")
+        if self.images:
+            parts.append(f"{self.images} images, {format_rate(self.rate(now))}")
         eta = self.eta(now)
         if eta is not None:
             parts.append(f"ETA {format_interval(eta)}")
@@ -295,7 +303,7 @@ class StageBoard:
         *,
         mode: str = "auto",
         interval: float = RUN_LINE_INTERVAL_S,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         gpu_probe: Callable[[], str] | None = None,
         ticker: bool = True,
         width: int | None = None,
@@ -333,15 +341,15 @@ class StageBoard:
             self._thread = threading.Thread(target=self._tick_loop, args=(every,), name="grand-progress", daemon=True)
             self._thread.start()
 
-    def started(self, stage: str, unit_id: str) -> None:
-        """``stage`` began on ``unit_id``."""
+    def started(self, stage: str, unit_id: str, at: float | None = None) -> None:
+        """``stage`` began on ``unit_id`` (``at``: when, by the board's clock; default now)."""
         with self._lock:
             st = self.stages.get(stage)
             if st is None or unit_id in st.ended:
                 return
-            now = self.clock()
-            st.first_start = now if st.first_start is None else st.first_start
-            st.running.add(unit_id)
+            at = self.clock() if at is None else at
+            st.first_start = at if st.first_start is None else min(st.first_start, at)
+            st.running[unit_id] = at
             st.changed = True
 
     def ended(
@@ -353,15 +361,17 @@ class StageBoard:
         errors: int = 0,
         error_types: dict[str, int] | None = None,
         gpu_bytes: int = 0,
+        at: float | None = None,
     ) -> None:
-        """``stage`` ended on ``unit_id`` with ``status`` (done, failed or skipped)."""
+        """``stage`` ended on ``unit_id`` with ``status`` (done, failed or skipped); ``at`` as for :meth:`started`."""
         with self._lock:
             st = self.stages.get(stage)
             if st is None:
                 return
-            now = self.clock()
-            st.first_start = now if st.first_start is None else st.first_start
-            st.last_end = now
+            if at is not None or unit_id not in st.ended:  # a unit reported again keeps the time it ended
+                at = self.clock() if at is None else at
+                st.first_start = at if st.first_start is None else min(st.first_start, at)
+                st.last_end = at if st.last_end is None else max(st.last_end, at)
             st.gpu_bytes = max(st.gpu_bytes, gpu_bytes)
             st.end(unit_id, status, images, errors, error_types or {})
 
@@ -400,23 +410,20 @@ class StageBoard:
                 self._draw(self.block(self.clock()))
             self.closed = True
 
-    def header(self, now: float) -> str:
-        """``run 01:12, 12/30 stages finished, 40/120 (stage, unit) tasks, ETA 02:24, GPU mem 3.1/79.6 GiB``."""
+    def header(self, now: float, elapsed: bool = True) -> str:
+        """``run 01:12, 12/30 stages finished, 40/120 (stage, unit) tasks, ETA 02:24, GPU mem 3.1/79.6 GiB``
+        (without ``elapsed``: ``run: 12/30 stages finished, …``)."""
         tasks = sum(st.units_total for st in self.stages.values())
         ended = sum(len(st.ended) for st in self.stages.values())
         finished = sum(1 for st in self.stages.values() if st.finished)
-        elapsed = now - self.start_time
-        parts = [
-            f"run {format_interval(elapsed)}",
-            f"{finished}/{len(self.stages)} stages finished",
-            f"{ended}/{tasks} (stage, unit) tasks",
-        ]
+        spent = now - self.start_time
+        parts = [f"{finished}/{len(self.stages)} stages finished", f"{ended}/{tasks} (stage, unit) tasks"]
         if 0 < ended < tasks:
-            parts.append(f"ETA {format_interval(elapsed / ended * (tasks - ended))}")
+            parts.append(f"ETA {format_interval(spent / ended * (tasks - ended))}")
         gpu = self.gpu_probe()
         if gpu:
             parts.append(gpu)
-        return ", ".join(parts)
+        return (f"run {format_interval(spent)}, " if elapsed else "run: ") + ", ".join(parts)
 
     def block(self, now: float) -> list[str]:
         """The live block: the header, then the stages that are running or have begun, finished stages folded
@@ -439,14 +446,15 @@ class StageBoard:
         return [line if len(line) < width else line[: max(1, width - 2)] + "…" for line in lines]
 
     def due_lines(self, now: float) -> list[str]:
-        """Lines mode: one line per stage that moved since the last round or is still running."""
+        """Lines mode: the run's line, then one per stage that moved since the last round or is still running
+        (nothing when no stage did)."""
         stamp = f"[{format_interval(now - self.start_time)}]"
         out = []
         for st in self.stages.values():
             if st.changed or st.running:
                 out.append(f"{stamp} {st.line(now)}")
                 st.changed = False
-        return out
+        return [f"{stamp} {self.header(now, elapsed=False)}", *out] if out else []
 
     def _write_lines(self, now: float) -> None:
         self.last_draw = now

@@ -82,7 +82,7 @@ def test_run_lines_one_per_stage_that_moved_or_runs_every_interval():
     clock, out = Clock(), io.StringIO()
     board = _board(out, "lines", clock)
     assert list(board.stages) == ["images", "t_area"]  # a stage with nothing to do is not shown
-    clock.now = 1.0
+    clock.now = 2.0
     board.started("images", "u0")
     clock.now = 3.0
     board.ended("images", "u0", "done", images=4, errors=1, error_types={"ImageError": 1})
@@ -92,10 +92,12 @@ def test_run_lines_one_per_stage_that_moved_or_runs_every_interval():
     assert out.getvalue() == ""  # less than one interval
     clock.now = 30.0
     board.tick()
-    # images: 4 images over the 29 s since its first start (0.14/s); 1 of 2 units ended after 29 s: ETA 29 s
+    # run: 1 of 4 (stage, unit) tasks ended in 30 s, ETA 90 s. images: 4 images in the 28 s since its first start
+    # (7 s per image); 1 of 2 units ended in 28 s: ETA 28 s. t_area: its unit has run since 3 s.
     assert out.getvalue().splitlines() == [
-        "[00:30] images: 1/2 units (50%), 4 images, 0.1 images/s, ETA 00:29, 1 error row (ImageError 1)",
-        "[00:30] t_area: 0/2 units (0%), 1 running, 0 images, 0.0 images/s",
+        "[00:30] run: 0/2 stages finished, 1/4 (stage, unit) tasks, ETA 01:30",
+        "[00:30] images: 1/2 units (50%), 4 images, 7.0 s/image, ETA 00:28, 1 error row (ImageError 1)",
+        "[00:30] t_area: 0/2 units (0%), 1 running (00:27)",
     ]
     clock.now = 31.0
     board.ended("images", "u1", "done", images=4)
@@ -104,17 +106,31 @@ def test_run_lines_one_per_stage_that_moved_or_runs_every_interval():
     board.tick()
     clock.now = 60.0
     board.tick()
-    # images finished: 8 images between its first start (1 s) and its last end (31 s)
-    assert out.getvalue().splitlines()[2:] == [
-        "[01:00] images: 2/2 units (100%), 8 images, 0.3 images/s, 1 error row (ImageError 1)",
-        "[01:00] t_area: 0/2 units (0%), 1 running, 0 images, 0.0 images/s",
+    # images finished: 8 images between its first start (2 s) and its last end (31 s): 3.625 s per image
+    assert out.getvalue().splitlines()[3:] == [
+        "[01:00] run: 1/2 stages finished, 2/4 (stage, unit) tasks, ETA 01:00",
+        "[01:00] images: 2/2 units (100%), 8 images, 3.6 s/image, 1 error row (ImageError 1)",
+        "[01:00] t_area: 0/2 units (0%), 1 running (00:57)",
     ]
     board.ended("t_area", "u0", "failed")
     board.ended("t_area", "u1", "skipped")
-    assert board.stages["t_area"].line(60.0) == "t_area: 2/2 units (100%), 1 failed, 1 skipped, 0 images, 0.0 images/s"
+    assert board.stages["t_area"].line(60.0) == "t_area: 2/2 units (100%), 1 failed, 1 skipped"
     assert board.header(60.0) == "run 01:00, 2/2 stages finished, 4/4 (stage, unit) tasks"
     board.close()
-    assert out.getvalue().count("\n") == 4  # closing adds nothing: the summary follows
+    assert out.getvalue().count("\n") == 6  # closing adds nothing: the summary follows
+
+
+def test_news_carries_the_time_it_happened_and_a_commit_keeps_it():
+    clock = Clock()
+    board = StageBoard(io.StringIO(), mode="lines", clock=clock, gpu_probe=lambda: "", ticker=False)
+    board.start([("images", 1, 4)])
+    clock.now = 50.0  # a Ray worker's news reaches the driver late, in one batch
+    board.started("images", "u0", at=10.0)
+    board.ended("images", "u0", "done", images=4, at=12.0)
+    clock.now = 80.0
+    board.ended("images", "u0", "done", images=4)  # the commit, when the unit left the whole pipeline
+    st = board.stages["images"]
+    assert (st.first_start, st.last_end, st.rate(80.0)) == (10.0, 12.0, 2.0)  # 4 images in 2 s
 
 
 def test_a_unit_reported_again_with_other_figures_replaces_its_first_report():
@@ -125,7 +141,7 @@ def test_a_unit_reported_again_with_other_figures_replaces_its_first_report():
     st = board.stages["images"]
     assert (st.done, st.images, st.errors, st.error_types) == (1, 4, 1, {"MissingAnnotation": 1})
     board.started("images", "u0")  # news of a start after the end (a late event): the unit stays ended
-    assert st.running == set()
+    assert st.running == {}
 
 
 def screen(text: str) -> list[str]:
@@ -169,7 +185,7 @@ def test_live_block_redrawn_in_place_with_messages_above_it():
         "WARNING: depth fell back to the CPU",
         "run 00:06, 1/3 stages finished, 2/6 (stage, unit) tasks, ETA 00:12, GPU mem 3.0/79.6 GiB",
         "  ✓ images: 2/2 units (100%), 8 images, 2.0 images/s",
-        "  ▶ t_area: 0/2 units (0%), 1 running, 0 images, 0.0 images/s",
+        "  ▶ t_area: 0/2 units (0%), 1 running (00:00)",
         "  · 1 stages waiting: t_pixels",
     ]
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.executor import UnitRunner
@@ -14,14 +15,16 @@ from grand_engine.runtime.plan import Plan, Unit, unit_fingerprint
 
 @dataclass
 class StageEvent:
-    """Live news of a (stage, unit) from a backend, for the progress display: it ``started``, or it ended with
-    ``record`` (not yet committed: the driver commits records as they reach it). ``gpu_bytes`` is the most CUDA
-    memory the process that ran it has held (0 without a GPU)."""
+    """Live news of a (stage, unit) from a backend, for the progress display: it started (``record`` None), or it
+    ended with ``record`` (not yet committed: the driver commits records as they reach it). ``gpu_bytes`` is the most
+    CUDA memory the process that ran it has held (0 without a GPU); ``at`` is when it happened (``time.time()`` where
+    it ran: a Ray worker's news reaches the driver in batches)."""
 
     stage: str
     unit_id: str
     record: StageRecord | None = None
     gpu_bytes: int = 0
+    at: float = field(default_factory=time.time)
 
 
 OnEvent = Callable[[StageEvent], None]

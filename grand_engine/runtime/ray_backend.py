@@ -28,6 +28,7 @@ import os
 import re
 import sys
 import threading
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -57,12 +58,12 @@ class EventInbox:
     """A Ray actor holding the workers' progress events until the driver takes them."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any] | None, int]] = []
+        self.events: list[tuple[str, str, dict[str, Any] | None, int, float]] = []
 
-    def put(self, stage: str, unit_id: str, record: dict[str, Any] | None, gpu_bytes: int = 0) -> None:
-        self.events.append((stage, unit_id, record, gpu_bytes))
+    def put(self, stage: str, unit_id: str, record: dict[str, Any] | None, gpu_bytes: int, at: float) -> None:
+        self.events.append((stage, unit_id, record, gpu_bytes, at))
 
-    def take(self) -> list[tuple[str, str, dict[str, Any] | None, int]]:
+    def take(self) -> list[tuple[str, str, dict[str, Any] | None, int, float]]:
         out, self.events = self.events, []
         return out
 
@@ -158,7 +159,7 @@ class StageWorker:
     def _post(self, stage: str, unit_id: str, record: dict[str, Any] | None) -> None:
         if self.events is not None:  # fire and forget: the driver's display must never slow the work down
             brief = None if record is None else {k: v for k, v in record.items() if k != "traceback"}
-            self.events.put.remote(stage, unit_id, brief, cuda_peak_bytes())
+            self.events.put.remote(stage, unit_id, brief, cuda_peak_bytes(), time.time())
 
 
 def _plain_cpu(stage: Stage) -> bool:
@@ -291,9 +292,9 @@ class EventPump:
             events = ray.get(self.inbox.take.remote(), timeout=30)
         except Exception:  # noqa: BLE001 - the display must never stop the run; the records still arrive
             return
-        for stage, unit_id, record, gpu_bytes in events:
+        for stage, unit_id, record, gpu_bytes, at in events:
             rec = None if record is None else StageRecord.from_dict(record)
-            self.on_event(StageEvent(stage, unit_id, rec, gpu_bytes))
+            self.on_event(StageEvent(stage, unit_id, rec, gpu_bytes, at))
 
     def stop(self) -> None:
         self.done.set()

@@ -54,7 +54,7 @@ class StageTotals:
     errors: int = 0
     error_types: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-    first_start: float | None = None  # time.perf_counter() readings
+    first_start: float | None = None  # time.time() readings
     last_end: float | None = None
 
     @property
@@ -83,21 +83,19 @@ class RunSummary:
     def ok(self) -> bool:
         return self.units_failed == 0
 
-    def note(self, stage: str, ended: bool) -> None:
-        """A unit of ``stage`` began or ended (live news from the backend): the stage's wall time runs from its
-        first start to its last end."""
+    def note(self, stage: str, ended: bool, at: float) -> None:
+        """A unit of ``stage`` began or ended at ``at`` (``time.time()``; live news from the backend): the stage's
+        wall time runs from its first start to its last end."""
         totals = self.per_stage[stage]
-        now = time.perf_counter()
-        if totals.first_start is None:
-            totals.first_start = now
+        totals.first_start = at if totals.first_start is None else min(totals.first_start, at)
         if ended:
-            totals.last_end = now
+            totals.last_end = at if totals.last_end is None else max(totals.last_end, at)
 
     def add(self, record: StageRecord, root: str) -> None:
         """Count a (stage, unit) record; ``root`` is the pipeline's root stage, whose rows are the images read."""
         totals = self.per_stage[record.stage]
         if totals.last_end is None:  # no live news of this stage: time it by its records
-            now = time.perf_counter()
+            now = time.time()
             totals.first_start = now - record.seconds if totals.first_start is None else totals.first_start
             totals.last_end = now
         if record.status == "done":
@@ -189,12 +187,12 @@ class ProgressObserver(RunObserver):
 
     def progress(self, event: StageEvent) -> None:
         if event.record is None:
-            self.board.started(event.stage, event.unit_id)
+            self.board.started(event.stage, event.unit_id, at=event.at)
         else:
-            self._ended(event.record, event.gpu_bytes)
+            self._ended(event.record, event.gpu_bytes, event.at)
 
     def record(self, record: StageRecord) -> None:
-        self._ended(record, 0)
+        self._ended(record, 0, None)
 
     def finished(self, summary: RunSummary) -> None:
         self.board.close()
@@ -202,7 +200,7 @@ class ProgressObserver(RunObserver):
     def stopped(self, error: BaseException) -> None:
         self.board.close()
 
-    def _ended(self, record: StageRecord, gpu_bytes: int) -> None:
+    def _ended(self, record: StageRecord, gpu_bytes: int, at: float | None) -> None:
         self.board.ended(
             record.stage,
             record.unit_id,
@@ -211,6 +209,7 @@ class ProgressObserver(RunObserver):
             errors=record.errors,
             error_types=record.error_types,
             gpu_bytes=gpu_bytes,
+            at=at,
         )
 
 
@@ -311,7 +310,7 @@ def execute(
         fault_point("driver.after_compact")
 
     def on_event(event: StageEvent) -> None:
-        summary.note(event.stage, ended=event.record is not None)
+        summary.note(event.stage, ended=event.record is not None, at=event.at)
         observer.progress(event)
 
     store.remove_orphans()
