@@ -207,11 +207,8 @@ class OutputStore:
         import pyarrow.fs as pafs
 
         selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-        for info in self._fs.get_file_info(selector):
-            if info.type == pafs.FileType.File:
-                paths.append(info.path[cut:])
-                sizes.append(int(info.size))
-        return paths, sizes
+        files = [info for info in self._fs.get_file_info(selector) if info.is_file]  # `is_file`: no enum per entry
+        return [info.path[cut:] for info in files], [info.size for info in files]
 
     def mtime_ns(self, rel: str) -> int | None:
         """A file's modification time (local disks; ``None`` on object stores or when it does not exist)."""
