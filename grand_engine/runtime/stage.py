@@ -17,8 +17,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 
+from grand_engine.models.base import load_adapter
 from grand_engine.registry import STAGE_GROUP, Registry
 from grand_engine.resources import resource_dir
+from grand_engine.validate import validate_annotation
 
 
 @dataclass(frozen=True)
@@ -287,8 +289,6 @@ class Stage:
 
     def load_model(self, slot: str, required: bool = True) -> Any:
         """The loaded adapter of model ``slot`` (``None`` for an optional slot the manifest leaves empty)."""
-        from grand_engine.models.base import load_adapter  # deferred: the model layer imports torch
-
         spec = self.models.get(slot)
         if spec is None:
             if required:
@@ -389,8 +389,6 @@ class Stage:
     def require_valid(self, row: Row, level: int, what: str | None = None) -> Row:
         """``row`` unchanged when it keeps every invariant of an annotation at ``level``
         (:func:`grand_engine.validate.validate_annotation`), else :class:`InvariantViolation` listing them."""
-        from grand_engine.validate import validate_annotation  # deferred: validate imports the mask layer
-
         problems = validate_annotation(row, level)
         if problems:
             subject = what or f"the {self.name} row of {row.get('image_id')!r}"
