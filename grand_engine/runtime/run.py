@@ -19,8 +19,10 @@ import pyarrow.compute as pc
 
 from grand_engine.config import ConfigError, PipelineManifest
 from grand_engine.io.store import OutputStore, StoreError
+from grand_engine.models.base import check_checkpoint
 from grand_engine.progress import StageBoard
 from grand_engine.runtime.faults import fault_point
+from grand_engine.runtime.inline import run_inline
 from grand_engine.runtime.lock import OutputLock, output_lock
 from grand_engine.runtime.manifests import (
     StageRecord,
@@ -31,6 +33,7 @@ from grand_engine.runtime.manifests import (
 )
 from grand_engine.runtime.pipeline import Pipeline, build_pipeline, engine_versions
 from grand_engine.runtime.plan import Plan, make_plan
+from grand_engine.runtime.ray_backend import run_ray  # Ray itself is imported inside the backend's functions
 from grand_engine.runtime.records import RecordBook, invalidate_pairs, shard_of
 
 if TYPE_CHECKING:
@@ -317,12 +320,8 @@ def execute(
     write_run_json(store, plan, {"backend": backend, "input": plan.pipeline.input_kind.name, **(extra_run_info or {})})
     log.info("running %d (stage, unit) tasks on the %s backend", plan.pairs_todo(), backend)
     if backend == "inline":
-        from grand_engine.runtime.inline import run_inline
-
         run_inline(plan, store, on_record, on_event=on_event)
     else:
-        from grand_engine.runtime.ray_backend import run_ray  # deferred: only this backend imports Ray
-
         run_ray(plan, store, on_record, address=address, on_event=on_event)
     for shard in sorted(touched):  # shards whose last pairs never reported (e.g. a lost Ray task)
         compact(shard)
@@ -337,8 +336,6 @@ def execute(
 def check_models(pipeline: Pipeline) -> None:
     """Fail fast, before any work, when a checkpoint of the pipeline's stages cannot be resolved; warn once per
     model slot that runs the checkpoint's own code (``trust_remote_code``)."""
-    from grand_engine.models.base import check_checkpoint  # deferred: the model layer imports torch
-
     missing = []
     for name, stage in pipeline.stages.items():
         for slot, spec in stage.models.items():
