@@ -29,6 +29,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from dataclasses import asdict
 from typing import Any
 
@@ -104,7 +105,7 @@ def compute_kwargs(replicas: int) -> dict[str, Any]:
 
     Ray 2.9 replaced ``compute=ActorPoolStrategy`` with ``concurrency=``; Ray 2.51 reversed that.
     """
-    import ray
+    import ray  # deferred: Ray loads only when a run uses this backend
     from ray.data import ActorPoolStrategy
 
     major, minor = (int(x) for x in ray.__version__.split(".")[:2])
@@ -129,7 +130,7 @@ class StageWorker:
         self.stages = stages
         self.fingerprints = fingerprints
         self.runner = UnitRunner(OutputStore(store_uri), stages, fingerprints, root=root)
-        import ray
+        import ray  # deferred: Ray loads only when a run uses this backend
 
         # Which node ran each (stage, unit): host name plus the Ray node id's prefix (several Ray nodes
         # may share a host, as in tests), recorded in the manifest record.
@@ -177,8 +178,6 @@ def bounded_retries() -> dict[str, Any]:
     Ray Data defaults to unlimited task retries, so one poison unit would stall a run; Ray 2.60 accepts the
     bound only through the deprecated ``**ray_remote_args``, whose warning is silenced here.
     """
-    import warnings
-
     warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
     return {"max_restarts": -1, "max_task_retries": TASK_RETRIES}
 
@@ -252,7 +251,7 @@ def _init_ray(address: str | None) -> bool:
     Workers' output is forwarded to the driver (``log_to_driver``): the command line writes it to the run's log
     file, and shows the warnings of grand-engine's own loggers on the console.
     """
-    import ray
+    import ray  # deferred: Ray loads only when a run uses this backend
 
     if ray.is_initialized():
         return False
@@ -286,7 +285,7 @@ class EventPump:
             self.drain()
 
     def drain(self) -> None:
-        import ray
+        import ray  # deferred: Ray loads only when a run uses this backend
 
         try:
             events = ray.get(self.inbox.take.remote(), timeout=30)
@@ -324,7 +323,7 @@ def run_ray(
     pending = plan.pending
     if not pending:
         return  # nothing to do: do not pay for starting Ray
-    import ray
+    import ray  # deferred: Ray loads only when a run uses this backend
 
     started = _init_ray(address)
     try:
