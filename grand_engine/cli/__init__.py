@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, quiet=args.quiet)
-    from grand_engine.runtime.lock import LockLostError, OutputLockedError
+    from grand_engine.runtime.lock import LockLostError, OutputLockedError  # deferred: imports pyarrow
 
     try:
         return args.func(args)

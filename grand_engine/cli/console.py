@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from grand_engine.cli import configure_logging, show_on_console
+from grand_engine.io.store import OutputStore
 from grand_engine.progress import StageBoard
 from grand_engine.runtime.plan import Plan
+from grand_engine.runtime.ray_backend import worker_log_record
 from grand_engine.runtime.run import ProgressObserver, RunSummary
 
 LOGS = "_logs"
@@ -95,8 +98,6 @@ WORKER_MARK = "[grand-engine worker]"  # grand_engine.runtime.ray_backend.WORKER
 def _relog_worker_line(line: str) -> None:
     if WORKER_MARK not in line:
         return
-    from grand_engine.runtime.ray_backend import worker_log_record  # deferred: only runs that used Ray see marks
-
     record = worker_log_record(line)
     if record is not None and record.levelno >= logging.WARNING:
         record.grand_engine_relogged = True  # its line is in the log file already
@@ -146,8 +147,6 @@ class ConsoleReport(ProgressObserver):
         console.stderr.board = self.board
 
     def planned(self, plan: Plan, invalidated: list[tuple[str, str]]) -> None:
-        from grand_engine.cli import show_on_console
-
         show_on_console(*stage_loggers(plan.pipeline.stages.values()))  # a plugin stage's warnings matter too
         if invalidated:
             stages = sorted({stage for stage, _ in invalidated})
@@ -217,9 +216,6 @@ def run_console(out: str, verbosity: int = 0, quiet: bool = False, progress: boo
     A local output gets its log at ``OUT/_logs/<run time>.log`` as the run goes; for an object-store output the log
     is written to a local temporary file and copied there at the end.
     """
-    from grand_engine.cli import configure_logging
-    from grand_engine.io.store import OutputStore
-
     store = OutputStore(out)
     store.check_writable()  # before the log folder: an unwritable output gets the store's clear message
     name = log_file_name()

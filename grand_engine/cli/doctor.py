@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from grand_engine.cli.common import parse_vars
+from grand_engine.config import ConfigError, load_manifest
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "FAIL"
 MIN_PYTHON = (3, 10)
@@ -248,8 +249,7 @@ def checkpoint_checks(manifest: Any) -> list[Check]:
 
 def diagnose(args: argparse.Namespace) -> list[Check]:
     """Every check, in report order."""
-    from grand_engine.config import ConfigError, load_manifest
-    from grand_engine.runtime.pipeline import build_pipeline
+    from grand_engine.runtime.pipeline import build_pipeline  # deferred: imports pyarrow, numpy and the stage base
 
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     checks = [check_python()]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from grand_engine.cli.common import parse_vars
-from grand_engine.config import load_manifest
+from grand_engine.config import ConfigError, load_manifest
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,12 +59,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_models(args: argparse.Namespace) -> int:
     if args.models_command == "tiny":
-        from grand_engine.models import tiny
+        from grand_engine.models import tiny  # deferred: the builders import numpy and the model layer
 
         dest = Path(args.dir).expanduser() if args.dir else tiny.default_tiny_dir()
         print(tiny.format_reports(tiny.build_all(dest, force=args.force)))
         return 0
-    from grand_engine.models.check import check_manifest, format_checks
+    from grand_engine.models.check import check_manifest, format_checks  # deferred: imports the model layer
 
     manifest = load_manifest(args.manifest, variables=parse_vars(args.variables))
     checks = check_manifest(manifest)
@@ -84,9 +85,6 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 def cmd_cost(args: argparse.Namespace) -> int:
     # the cost model (torch, transformers, open_clip) is imported only when the command runs
-    import json
-
-    from grand_engine.config import ConfigError
     from grand_engine.cost import cost_manifest
     from grand_engine.cost.candidates import cost_candidates
     from grand_engine.runtime.pipeline import parse_levels

@@ -138,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from grand_engine.io.store import OutputStore
+    from grand_engine.io.store import OutputStore  # deferred: imports pyarrow
 
     store = OutputStore(args.out)
     try:
@@ -155,9 +155,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from grand_engine.runtime.run import format_status, status
+    from grand_engine.runtime.run import format_status, status  # deferred: the driver imports pyarrow and the runtime
 
     run_info, rows = status(args.out)
     if args.json:
@@ -168,6 +166,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_errors(args: argparse.Namespace) -> int:
+    # deferred: pyarrow and the runtime load only when the command runs
     import pyarrow as pa
 
     from grand_engine.io.store import OutputStore
@@ -193,7 +192,8 @@ def cmd_errors(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the sample shard (and the tiny checkpoints) on first use, run every stage on it, build the explorer and
     print where everything is. The libraries' output while building goes to the run's log like the run's own."""
-    from grand_engine.cli.console import locations, run_console  # deferred: imports the driver
+    # deferred: the console imports the driver, the demo builder numpy, Pillow and scikit-image
+    from grand_engine.cli.console import locations, run_console
     from grand_engine.demo import build_demo_shard
 
     root = Path(args.out).resolve()
@@ -222,7 +222,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _build_explorer(out: Path, dest: Path) -> str | None:
     """Write the explorer of the demo output; the ``file://`` address of its index page (None when no level table
     was completed)."""
-    from grand_engine.explore.site import build_site  # deferred: imports numpy, pyarrow and Pillow
+    # deferred: the explorer and the reader import numpy, pyarrow and Pillow
+    from grand_engine.explore.site import build_site
     from grand_engine.grandf.reader import MissingStageError
 
     try:
@@ -234,7 +235,7 @@ def _build_explorer(out: Path, dest: Path) -> str | None:
 
 def _ensure_tiny_checkpoints(console: Console) -> Path | None:
     """Build the tiny checkpoints on first use (idempotent); ``None`` when the model layer has none."""
-    from grand_engine.models import tiny
+    from grand_engine.models import tiny  # deferred: the builders import numpy and the model layer
 
     if not hasattr(tiny, "build_all"):
         return None

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from grand_engine.cli.common import parse_vars
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``sources prepare openpsg|refcocog|flickr30k`` and ``sources demo``."""
@@ -69,19 +71,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     try:
         if args.source == "openpsg":
-            from grand_engine.sources.openpsg import read_openpsg
+            from grand_engine.sources.openpsg import read_openpsg  # deferred, as above
 
             records = read_openpsg(
                 args.psg, args.coco_root, panoptic_root=args.panoptic_root, captions=args.captions, limit=args.limit
             )
         elif args.source == "refcocog":
-            from grand_engine.sources.refcocog import read_refcocog
+            from grand_engine.sources.refcocog import read_refcocog  # deferred, as above
 
             records = read_refcocog(
                 args.instances, args.refs, args.images, splits=_splits(args.splits), limit=args.limit
             )
         else:
-            from grand_engine.sources.flickr30k import read_flickr30k
+            from grand_engine.sources.flickr30k import read_flickr30k  # deferred, as above
 
             records = read_flickr30k(args.entities, args.images, splits=_splits(args.splits), limit=args.limit)
         report = prepare(args.source, records, Path(args.dest), args.records_per_shard)
@@ -94,7 +96,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from grand_engine.cli.common import parse_vars
     from grand_engine.sources.demo import run_demo  # deferred: the demo runs the pipeline
 
     report = run_demo(
