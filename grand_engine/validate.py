@@ -45,7 +45,7 @@ DEFAULT_TOLERANCE = 1e-3
 MATCH_KINDS = ("exact", "lemma", "embedding", "noun")
 """How a caption detail was grounded (``ground_captions`` passes, spec §6)."""
 
-SEGMENTATION_SOURCES = ("sa1b", "detector", "sam")
+SEGMENTATION_SOURCES = ("sa1b", "detector", "sam", "ovss")
 """Where an object's mask came from (``masks``, spec §7)."""
 
 

@@ -240,4 +240,4 @@ def test_level34_checks_accept_good_values():
     row["additional_context"] = "Dogs have lived beside people for thousands of years."
     assert validate_annotation(row, 4) == []
     assert validate.MATCH_KINDS == ("exact", "lemma", "embedding", "noun")
-    assert validate.SEGMENTATION_SOURCES == ("sa1b", "detector", "sam")
+    assert validate.SEGMENTATION_SOURCES == ("sa1b", "detector", "sam", "ovss")

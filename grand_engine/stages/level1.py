@@ -68,6 +68,7 @@ import pyarrow.compute as pc
 
 from grand_engine.geometry import check_iou_convention, iou_pairs, nms
 from grand_engine.labels import GENDER_TO_PERSON, affordance_index, affordance_table, normalise_label
+from grand_engine.ovss import add_stuff_objects, regions_from_row
 from grand_engine.runtime.stage import Resources, Stage, UnitInput
 from grand_engine.schema import AFFORDANCE, FLOATING_ATTRIBUTE, LANDMARK, OBJECT, table_schema
 
@@ -348,6 +349,9 @@ class Level1(Stage):
     # on every width and height: the grand manifest sets it, to merge exactly as GranD did)
     iou_convention: str = "continuous"
     person_label: str = "person"  # step 10b.2: the label the person rules apply to (after normalisation)
+    # not in GranD: the table whose stuff regions (CASS, the optional `ovss` stage) become objects; null: none
+    stuff_source: str | None = None
+    stuff_duplicate_iou: float = 0.5  # a stuff region whose mask IoU with an object is >= 0.5 duplicates it (chosen)
     check_invariants: bool = True  # validate each row; a broken invariant becomes an error row
 
     def __post_init__(self) -> None:
@@ -374,7 +378,7 @@ class Level1(Stage):
         self.iou_convention = check_iou_convention(self.iou_convention, "level1")
 
     def inputs(self) -> tuple[str, ...]:
-        return ("images", "landmark", *self.sources)
+        return ("images", "landmark", *self.sources, *((self.stuff_source,) if self.stuff_source else ()))
 
     # -- one image ----------------------------------------------------------------------------------
 
@@ -390,6 +394,12 @@ class Level1(Stage):
             _gender_normalise(obj)
         for i, obj in enumerate(floating):
             obj["id"] = len(objects) + i
+        if self.stuff_source:
+            where = f"{self.stuff_source} row of {image_id!r}"
+            regions = regions_from_row(unit.input_row(self.stuff_source, image_id), height, width, where=where)
+            objects, floating = add_stuff_objects(
+                objects, floating, regions, width, height, duplicate_iou=self.stuff_duplicate_iou
+            )
         row = {
             "image_id": image_id,
             "width": width,

@@ -351,14 +351,26 @@ def assign_masks(
     match_iou: float = 0.65,
     iou_convention: str = "continuous",
 ) -> list[dict[str, Any]]:
-    """``MASK`` dicts for ``entries`` (objects then floating objects): region mask, detector mask, else SAM.
+    """``MASK`` dicts for ``entries`` (objects then floating objects): region mask, detector mask, else SAM. A stuff
+    object from the optional ``ovss`` stage keeps its own mask (``segmentation_source = "ovss"``).
 
     ``segment(boxes_xyxy) -> list[RLE]`` segments the remaining objects' boxes (called once, only when some
     object needs it); ``None`` makes that case a ``ValueError``.
     """
     boxes = _object_boxes(entries, width, height)
     out: list[dict[str, Any] | None] = [None] * len(entries)
-    rest = list(range(len(entries)))
+    rest = []
+    for i, obj in enumerate(entries):
+        if obj.get("segmentation_source") == "ovss" and obj.get("segmentation"):  # a stuff region is its own mask
+            out[i] = {
+                "object_id": int(obj["id"]),
+                "bbox": boxes[i].tolist(),
+                "segmentation": obj["segmentation"],
+                "segmentation_source": "ovss",
+                "match_iou": None,
+            }
+        else:
+            rest.append(i)
     for pool in (region, detector):
         hits = pool.best(boxes[rest], match_iou, iou_convention) if rest else []
         clipped = clip_boxes(pool.boxes, width, height).tolist() if any(h is not None for h in hits) else []

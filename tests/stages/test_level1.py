@@ -579,3 +579,46 @@ def test_nulls_inside_the_lists_are_discarded_detections():
     assert errors == []
     assert [brief(o) for o in rows["im"]["floating_objects"]] == [(0, ["dog"], [""], ["detect_closed"], [])]
     assert rows["other"]["objects"] == rows["other"]["floating_objects"] == []
+
+
+def test_stuff_regions_from_ovss_become_objects_unless_they_duplicate_one():
+    """With ``stuff_source``, level 1 adds the CASS stuff regions whose mask IoU with every object is below 0.5."""
+    from grand_engine.io import rle as rle_io
+    from grand_engine.stages.level1 import Level1
+    from grand_engine.testing import make_unit
+
+    h, w = 20, 30
+    sky = np.zeros((h, w), dtype=bool)
+    sky[:6] = True  # rows 0-5: no object there
+    road = np.zeros((h, w), dtype=bool)
+    road[10:, :] = True  # rows 10-19: a detector box covers the same pixels
+    empty = {"boxes": [], "scores": [], "labels": []}
+    detections = {
+        "detect_closed": {"boxes": [[0.0, 10.0, 30.0, 20.0]], "scores": [0.9], "labels": ["car"]},
+        **dict.fromkeys(("detect_lvis", "detect_ov", "detect_ov2", "sam_classify"), empty),
+        "region_captions": {"boxes": [], "scores": [], "labels": [], "descriptions": []},
+    }
+    inputs = {name: [{"image_id": "a", **value}] for name, value in detections.items()}
+    inputs["landmark"] = [{"image_id": "a", "category": None, "fine_category": None, "reason": None}]
+    inputs["ovss"] = [
+        {
+            "image_id": "a",
+            "labels": ["sky", "road"],
+            "kinds": ["stuff", "stuff"],
+            "scores": [0.8, 0.7],
+            "areas": [int(sky.sum()), int(road.sum())],
+            "boxes": [[0.0, 0.0, 30.0, 6.0], [0.0, 10.0, 30.0, 20.0]],
+            "masks": [rle_io.encode(sky), rle_io.encode(road)],
+        }
+    ]
+    unit = make_unit([{"image_id": "a", "width": w, "height": h}], inputs)
+    stage = Level1.configure({"stuff_source": "ovss", "thresholds": {"detect_closed": 0.3}})
+    assert "ovss" in stage.inputs()
+    row = stage.process_image(unit, "a")
+    # one detector alone: the car is a floating object; the road region covers its box exactly (IoU 1) and is
+    # dropped, the sky is added as an object, and ids are renumbered objects first
+    (stuff,) = row["objects"]
+    (car,) = row["floating_objects"]
+    assert stuff["labels"] == ["sky"] and stuff["sources"] == ["ovss"] and stuff["segmentation_source"] == "ovss"
+    assert (stuff["id"], car["id"]) == (0, 1) and car["labels"] == ["car"]
+    assert rle_io.decode(stuff["segmentation"]).sum() == sky.sum()

@@ -202,6 +202,23 @@ def test_pixel_convention_matches_masks_as_the_reference():
         Masks.configure({"iou_convention": "+1"})
 
 
+def test_a_stuff_object_keeps_its_own_mask():
+    """An object the ``ovss`` stage added (CASS stuff region) is its mask: no SA-1B match, no SAM call."""
+    stuff_mask = np.zeros((H, W), dtype=bool)
+    stuff_mask[:3] = True
+    stuff = {"id": 0, "bbox": [0.0, 0.0, float(W), 3.0], "segmentation": rle.encode(stuff_mask)}
+    stuff["segmentation_source"] = "ovss"
+    pool = MaskPool.empty()
+    pool.add([[0, 0, W, 3]], [rle.encode(stuff_mask)], "sa1b", "t", [H, W])  # would match its box exactly
+
+    def no_sam(boxes):
+        raise AssertionError("SAM must not run")
+
+    (out,) = assign_masks([stuff], W, H, pool, MaskPool.empty(), no_sam)
+    assert out["segmentation_source"] == "ovss" and out["match_iou"] is None
+    assert rle.decode(out["segmentation"]).sum() == stuff_mask.sum()
+
+
 def test_sam_masks_table_is_a_region_pool_labelled_sam(stage):
     level2 = _level2(objects=[_obj(0, [0, 0, 32, 24])], floating=[])
     unit = _unit([level2], [], NO_DETECTIONS)
