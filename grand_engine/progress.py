@@ -446,15 +446,16 @@ class StageBoard:
         return [line if len(line) < width else line[: max(1, width - 2)] + "…" for line in lines]
 
     def due_lines(self, now: float) -> list[str]:
-        """Lines mode: the run's line, then one per stage that moved since the last round or is still running
-        (nothing when no stage did)."""
+        """Lines mode: one line per stage that moved since the last round or is still running, after the run's line
+        when a stage moved."""
         stamp = f"[{format_interval(now - self.start_time)}]"
-        out = []
+        moved = any(st.changed for st in self.stages.values())
+        out = [f"{stamp} {self.header(now, elapsed=False)}"] if moved else []
         for st in self.stages.values():
             if st.changed or st.running:
                 out.append(f"{stamp} {st.line(now)}")
                 st.changed = False
-        return [f"{stamp} {self.header(now, elapsed=False)}", *out] if out else []
+        return out
 
     def _write_lines(self, now: float) -> None:
         self.last_draw = now

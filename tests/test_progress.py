@@ -79,6 +79,7 @@ def _board(stream, mode: str, clock: Clock) -> StageBoard:
 
 
 def test_run_lines_one_per_stage_that_moved_or_runs_every_interval():
+    """Every 30 s: the run's line when a stage moved, then a line per stage that moved or runs."""
     clock, out = Clock(), io.StringIO()
     board = _board(out, "lines", clock)
     assert list(board.stages) == ["images", "t_area"]  # a stage with nothing to do is not shown
@@ -112,12 +113,15 @@ def test_run_lines_one_per_stage_that_moved_or_runs_every_interval():
         "[01:00] images: 2/2 units (100%), 8 images, 3.6 s/image, 1 error row (ImageError 1)",
         "[01:00] t_area: 0/2 units (0%), 1 running (00:57)",
     ]
+    clock.now = 90.0
+    board.tick()  # nothing ended since: only the running stage's line
+    assert out.getvalue().splitlines()[6:] == ["[01:30] t_area: 0/2 units (0%), 1 running (01:27)"]
     board.ended("t_area", "u0", "failed")
     board.ended("t_area", "u1", "skipped")
     assert board.stages["t_area"].line(60.0) == "t_area: 2/2 units (100%), 1 failed, 1 skipped"
-    assert board.header(60.0) == "run 01:00, 2/2 stages finished, 4/4 (stage, unit) tasks"
+    assert board.header(90.0) == "run 01:30, 2/2 stages finished, 4/4 (stage, unit) tasks"
     board.close()
-    assert out.getvalue().count("\n") == 6  # closing adds nothing: the summary follows
+    assert out.getvalue().count("\n") == 7  # closing adds nothing: the summary follows
 
 
 def test_news_carries_the_time_it_happened_and_a_commit_keeps_it():
