@@ -36,6 +36,8 @@ import numpy as np
 SIDE = 160
 """Long side of the fixture photographs (small: the demo runs on CPU)."""
 SOURCES_MANIFEST = "grandf_sources_tiny"
+TINY_CHECKPOINTS = ("sam-vit-tiny", "llama")
+"""The tiny checkpoints the manifest can use (SAM always; the random Llama when SmolLM2 is not installed)."""
 FORMATS = {"openpsg": "openpsg-gcg", "refcocog": "refcocog-gcg", "flickr30k": "flickr-gcg"}
 
 
@@ -335,7 +337,8 @@ def run_demo(
     fixtures = build_fixtures(root / "datasets")
     variables = dict(variables or {})
     variables.setdefault("tiny_dir", str(tiny.default_tiny_dir()))
-    tiny.build_all(Path(variables["tiny_dir"]))
+    for name in TINY_CHECKPOINTS:  # idempotent: an up-to-date checkpoint is kept
+        tiny.build_one(name, Path(variables["tiny_dir"]))
     manifest = load_manifest(SOURCES_MANIFEST, variables=variables)
     report = DemoReport(root, llm=str(manifest.stages["source_caption"].models["llm"].id))
     annotations = root / "GranDf" / "annotations" / "train"

@@ -1,7 +1,7 @@
 """``source_caption``: a GCG caption for every source record, written by an LLM and checked mechanically.
 
 GLaMM built most of GranD-f by repurposing open datasets with an LLM and in-context examples; two prompts do it,
-both files under ``prompts/`` filled with the made-up examples of ``prompts/gcg_source_examples.json``:
+both files under ``prompts/``, each shown first with the made-up examples of ``prompts/gcg_source_examples.json``:
 
 * **relation records** (OpenPSG), ``gcg_relation_caption.txt``: the base captions and the [subject, relationship,
   object] triples between entity names (``person-1``, ``table-1``); the LLM writes a concise description through
@@ -10,9 +10,12 @@ both files under ``prompts/`` filled with the made-up examples of ``prompts/gcg_
   writes a concise description that contains every phrase word for word, infers no action or relation the phrases
   do not state and uses short sentences.
 
-Generation goes through the ``llm`` slot with the rules of :mod:`grand_engine.stages.llm_common` (sampling, one
-retry for a cut or empty completion, a completion cut where it repeats the examples' layout or after its first
-paragraph). Every completion is then checked (:mod:`grand_engine.sources.captions`): every entity name or phrase
+The in-context examples are earlier turns of the conversation: for each example, a user turn (the prompt filled
+with the example's captions and triples, or phrases) and an assistant turn (its desired description); then the
+record's own user turn. Small chat models follow a format shown as turns far better than examples pasted into one
+message. Generation goes through the ``llm`` slot with the rules of :mod:`grand_engine.stages.llm_common` (sampling,
+one retry for a cut or empty completion, a completion cut where a line repeats the prompt's layout — ``Phrases:``,
+``Relationships:`` … — or after its first paragraph). Every completion is then checked (:mod:`grand_engine.sources.captions`): every entity name or phrase
 present verbatim (ignoring case) with an exact, word-bounded, non-overlapping span, and no entity name the
 relations do not have. A rejected caption is **regenerated**: the conversation goes on with the caption and a
 feedback turn (``gcg_source_feedback.txt``) naming its problems, with a new seed
@@ -55,9 +58,7 @@ from grand_engine.stages.llm_common import (
 )
 
 RELATION_PROMPT = "gcg_relation_caption.txt"
-RELATION_EXAMPLE = "gcg_relation_example.txt"
 PHRASE_PROMPT = "gcg_phrase_caption.txt"
-PHRASE_EXAMPLE = "gcg_phrase_example.txt"
 FEEDBACK_PROMPT = "gcg_source_feedback.txt"
 EXAMPLES_FILE = "gcg_source_examples.json"
 
@@ -103,51 +104,39 @@ def relation_lines(relations: list[dict[str, str]] | list[list[str]]) -> str:
     return _bullets([f"[{s}, {p}, {o}]" for s, p, o in triples])
 
 
-@cache
-def relation_examples() -> str:
-    parts = [
-        render_prompt(
-            RELATION_EXAMPLE,
-            index=i,
-            captions=_bullets(ex["captions"]),
-            relations=relation_lines(ex["relations"]),
-            caption=ex["caption"],
-        ).strip()
-        for i, ex in enumerate(source_examples()["relation"], start=1)
-    ]
-    return "\n".join(parts)
-
-
-@cache
-def phrase_examples() -> str:
-    parts = [
-        render_prompt(PHRASE_EXAMPLE, index=i, phrases=_bullets(ex["phrases"]), caption=ex["caption"]).strip()
-        for i, ex in enumerate(source_examples()["phrase"], start=1)
-    ]
-    return "\n".join(parts)
-
-
-def relation_prompt(captions: list[str], relations: list[dict[str, str]]) -> str:
-    """The user message of a relation record."""
+def relation_prompt(captions: list[str], relations: list[dict[str, str]] | list[list[str]]) -> str:
+    """The user turn of a relation record (or of a relation example)."""
     return render_prompt(
-        RELATION_PROMPT,
-        examples=relation_examples(),
-        captions=_bullets(list(captions)),
-        relations=relation_lines(relations),
+        RELATION_PROMPT, captions=_bullets(list(captions)), relations=relation_lines(relations)
     ).strip()
 
 
 def phrase_prompt(phrases: list[str]) -> str:
-    """The user message of a phrase record."""
-    return render_prompt(PHRASE_PROMPT, examples=phrase_examples(), phrases=_bullets(list(phrases))).strip()
+    """The user turn of a phrase record (or of a phrase example)."""
+    return render_prompt(PHRASE_PROMPT, phrases=_bullets(list(phrases))).strip()
+
+
+@cache
+def example_turns(kind: str) -> tuple[tuple[str, str], ...]:
+    """``(user turn, assistant turn)`` of each in-context example of ``kind`` (relation | phrase)."""
+    if kind == "relation":
+        return tuple(
+            (relation_prompt(ex["captions"], ex["relations"]), ex["caption"]) for ex in source_examples()[kind]
+        )
+    return tuple((phrase_prompt(ex["phrases"]), ex["caption"]) for ex in source_examples()["phrase"])
 
 
 def first_conversation(row: dict[str, Any]) -> Conversation:
-    """The first-round conversation of a ``source_records`` row."""
-    entities = row.get("entities") or []
-    if row["kind"] == "relation":
-        return user_turn(relation_prompt(list(row.get("captions") or []), list(row.get("relations") or [])))
-    return user_turn(phrase_prompt([e["key"] for e in entities]))
+    """The first-round conversation of a ``source_records`` row: the examples as turns, then the record's turn."""
+    kind = row["kind"]
+    conversation: Conversation = []
+    for user, assistant in example_turns(kind):
+        conversation += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    if kind == "relation":
+        record = relation_prompt(list(row.get("captions") or []), list(row.get("relations") or []))
+    else:
+        record = phrase_prompt([e["key"] for e in row.get("entities") or []])
+    return conversation + user_turn(record)
 
 
 def feedback_turn(problems: list[str]) -> dict[str, str]:
@@ -186,15 +175,8 @@ class SourceCaption(LLMStage):
     requires: ClassVar[tuple[str, ...]] = ("source_records",)
     schema: ClassVar[pa.Schema] = SOURCE_CAPTION_SCHEMA
     default_resources: ClassVar[Resources] = Resources(cpus=1.0, batch_size=128)  # the dense caption stage's batch
-    prompts: ClassVar[tuple[str, ...]] = (
-        RELATION_PROMPT,
-        RELATION_EXAMPLE,
-        PHRASE_PROMPT,
-        PHRASE_EXAMPLE,
-        FEEDBACK_PROMPT,
-        EXAMPLES_FILE,
-    )
-    example_prompt: ClassVar[str] = RELATION_EXAMPLE
+    prompts: ClassVar[tuple[str, ...]] = (RELATION_PROMPT, PHRASE_PROMPT, FEEDBACK_PROMPT, EXAMPLES_FILE)
+    example_prompt: ClassVar[str] = RELATION_PROMPT
 
     max_sentences: int | None = None  # new: never cut (a cut caption would lose phrases and be rejected)
     max_rounds: int = 3  # new: a rejected caption is regenerated with feedback; at most this many rounds in all
@@ -210,13 +192,14 @@ class SourceCaption(LLMStage):
 
     def setup(self) -> None:
         super().setup()
-        relation_examples()  # fail at setup, not per batch, when the prompt files are broken
-        phrase_examples()
+        example_turns("relation")  # fail at setup, not per batch, when the prompt files are broken
+        example_turns("phrase")
 
     def settings_for(self, kind: str) -> GenerationSettings:
-        """This stage's settings, cutting completions where they repeat the layout of ``kind``'s examples."""
-        example = RELATION_EXAMPLE if kind == "relation" else PHRASE_EXAMPLE
-        return replace(self.settings(), stop_lines=example_markers(example))
+        """This stage's settings, cutting completions where a line repeats the layout of ``kind``'s prompt."""
+        return replace(
+            self.settings(), stop_lines=example_markers(RELATION_PROMPT if kind == "relation" else PHRASE_PROMPT)
+        )
 
     def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any] | ErrorRecord]:
         out: list[dict[str, Any] | ErrorRecord | None] = [None] * len(image_ids)

@@ -47,17 +47,15 @@ CAPTIONS: dict[str, list[str]] = {
 
 
 class FixtureLLM:
-    """Answers from :data:`CAPTIONS`: the first key found in the record's part of the prompt; round ``k`` takes the
-    ``k``-th answer."""
+    """Answers from :data:`CAPTIONS`: the first key found in the record's turn (after the two in-context examples,
+    a user and an assistant turn each); round ``k`` takes the ``k``-th answer."""
 
     def chat(self, conversations, *, max_new_tokens, temperature, top_p, seed) -> list[Completion]:
         out = []
         for conv in conversations:
-            record_part = conv[0]["content"].split("Description:")[-2]
-            key = next(
-                k for k in CAPTIONS if f"- {k}\n" in record_part or f"{k}]" in record_part or f"[{k}," in record_part
-            )
-            rounds = sum(1 for m in conv if m["role"] == "user")
+            record = conv[4]["content"]
+            key = next(k for k in CAPTIONS if f"- {k}\n" in record + "\n" or f"{k}]" in record or f"[{k}," in record)
+            rounds = sum(1 for m in conv[4:] if m["role"] == "user")
             out.append(Completion(CAPTIONS[key][rounds - 1], "stop"))
         return out
 

@@ -15,16 +15,20 @@ from grand_engine.stages.llm_common import stable_seed
 from grand_engine.stages.source_caption import (
     SourceCaption,
     check_caption,
+    example_turns,
     first_conversation,
     source_examples,
 )
 from grand_engine.stages.source_records import SOURCE_RECORDS_SCHEMA
 from grand_engine.testing import run_stage
 
+RECORD_TURN = 4  # two in-context examples, a user and an assistant turn each
+
 
 class RecordLLM:
-    """Answers by record: the first answer list whose key occurs in the conversation's first message; round ``k``
-    (the number of user turns) takes answer ``k - 1``. Records every call."""
+    """Answers by record: the first answer list whose key occurs in the record's turn (the one after the two
+    in-context examples); round ``k`` (counted in user turns after that one) takes answer ``k - 1``. Records every
+    call."""
 
     def __init__(self, answers: dict[str, Sequence[str | Completion]]) -> None:
         self.answers = answers
@@ -35,9 +39,9 @@ class RecordLLM:
         self.calls.append({"conversations": conversations, "seeds": seeds, "max_new_tokens": max_new_tokens})
         out = []
         for conv in conversations:
-            first = conv[0]["content"].split("Description:")[-2]  # the record's part, after the examples
-            key = next(k for k in self.answers if k in first)
-            answer = self.answers[key][sum(1 for m in conv if m["role"] == "user") - 1]
+            record = conv[RECORD_TURN]["content"]
+            key = next(k for k in self.answers if k in record)
+            answer = self.answers[key][sum(1 for m in conv[RECORD_TURN:] if m["role"] == "user") - 1]
             out.append(answer if isinstance(answer, Completion) else Completion(answer, "stop"))
         return out
 
@@ -103,20 +107,26 @@ MAN = phrase_row("ref_1", ["the man on the left", "a woman in red"])
 # -- prompts ----------------------------------------------------------------------------------------------------
 
 
-def test_relation_prompt_lists_captions_and_triples_after_the_examples():
-    text = first_conversation(CAT)[0]["content"]
-    rules = text.index("person-1 stays person-1")
-    examples = text.index("##Example - 1:"), text.index("##Example - 2:")
-    record = text.index("Captions:\n- A tabby cat on a blanket.\nRelationships:\n- [cat-1, lying on, blanket-1]\n")
-    assert rules < examples[0] < examples[1] < record and text.endswith("Description:") and "$" not in text
-    assert "- [person-2, holding, knife-1]" in text  # the second made-up example's triples
+def test_relation_conversation_shows_the_examples_as_turns_then_the_record():
+    conv = first_conversation(CAT)
+    assert [m["role"] for m in conv] == ["user", "assistant", "user", "assistant", "user"]
+    examples = source_examples()["relation"]
+    assert conv[1]["content"] == examples[0]["caption"] and conv[3]["content"] == examples[1]["caption"]
+    assert "- [person-2, holding, knife-1]" in conv[2]["content"]  # the second example's triples
+    text = conv[RECORD_TURN]["content"]
+    assert "(person-1 stays person-1)" in text and "$" not in text
+    assert text.endswith("Captions:\n- A tabby cat on a blanket.\nRelationships:\n- [cat-1, lying on, blanket-1]")
+    assert conv[0]["content"].split("Captions:")[0] == text.split("Captions:")[0]  # every user turn has the rules
+    assert example_turns("relation")[0] == (conv[0]["content"], conv[1]["content"])
 
 
-def test_phrase_prompt_lists_the_phrases():
-    text = first_conversation(MAN)[0]["content"]
-    assert text.endswith("Phrases:\n- the man on the left\n- a woman in red\nDescription:")
+def test_phrase_conversation_lists_the_phrases():
+    conv = first_conversation(MAN)
+    text = conv[RECORD_TURN]["content"]
+    assert text.endswith("Phrases:\n- the man on the left\n- a woman in red")
     assert "word for word" in text and "Do not infer an action or a relation" in text
-    assert text.index("##Example - 2:") < text.index("- the man on the left")
+    assert conv[1]["content"] == source_examples()["phrase"][0]["caption"]
+    assert all("Relationships:" not in m["content"] for m in conv)
 
 
 def test_every_in_context_example_passes_the_checks_it_teaches():
@@ -171,7 +181,7 @@ def test_a_rejected_caption_is_regenerated_with_feedback():
     (row,) = result.table.to_pylist()
     assert row["rounds"] == 2 and row["caption"] == "The man on the left and a woman in red."
     assert row["rejected"] == ["round 1: it leaves out 'the man on the left', 'a woman in red'"]
-    second = llm.calls[1]["conversations"][0]
+    second = llm.calls[1]["conversations"][0][RECORD_TURN:]
     assert [m["role"] for m in second] == ["user", "assistant", "user"]
     assert second[1]["content"] == "A man waits."
     assert second[2]["content"].startswith("Your description breaks the rules: it leaves out 'the man on the left'")
