@@ -33,6 +33,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--top-k", type=int, default=20, help="labels listed by name (default 20)")
     p.add_argument(
+        "--mask-sample",
+        type=int,
+        default=20_000,
+        metavar="IMAGES",
+        help="decode the masks of about this many images for the mask-area distribution (default 20000; 0: all)",
+    )
+    p.add_argument(
         "--no-save", action="store_true", help="do not write OUT/_stats/ (e.g. an output you may only read)"
     )
     p.set_defaults(func=run)
@@ -51,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     store = OutputStore(args.out)
     try:
-        stats = compute_stats(store, stage=args.stage, top_k=args.top_k)
+        sample = args.mask_sample if args.mask_sample > 0 else None
+        stats = compute_stats(store, stage=args.stage, top_k=args.top_k, mask_sample_images=sample)
     except StatsError as exc:
         print(f"grand-engine: error: {exc}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ from grand_engine.quality.stats import (
     StatsError,
     compute_stats,
     connect,
+    sample_key,
     stats_json,
     write_stats,
 )
@@ -246,7 +247,7 @@ def test_labels_top_k_and_tail(stats_out):
 def test_mask_area_and_depth(stats):
     area = stats["mask_area"]
     fractions = np.array([100, 25, 100, 300, 600, 4]) / (W * H)  # dog ball cat; dog person cup
-    assert area["items"] == 6 and area["unreadable_masks"] == 0
+    assert (area["items"], area["unreadable_masks"], area["image_fraction"]) == (6, 0, 1.0)
     assert area["mean"] == pytest.approx(fractions.mean())
     assert (area["min"], area["max"]) == (pytest.approx(4 / 1200), pytest.approx(0.5))
     step = 10 ** (1 / 50)  # one bin of the log histogram: percentiles are exact to one bin
@@ -256,6 +257,20 @@ def test_mask_area_and_depth(stats):
     assert (depth["items"], depth["regions_without_depth"], depth["not_normalised"]) == (8, 1, 0)
     assert depth["mean"] == pytest.approx((5 * 0.5 + 0.125 + 0.5 + 0.25) / 8)
     assert (depth["min"], depth["median"], depth["max"]) == (0.125, 0.5, 0.5)
+
+
+def test_mask_area_sample_is_chosen_by_the_hash_of_the_image_id(stats_out):
+    # one image asked for out of three: the images whose key is below 2³²/3 — sa_1 (key 5373142) and sa_3
+    # (177911580), not sa_2 (3859762270); sa_3 has no mask, so the sample is sa_1's three masks
+    assert [sample_key(i) < int(2**32 / 3) for i in ("sa_1", "sa_2", "sa_3")] == [True, False, True]
+    stats = compute_stats(str(stats_out), mask_sample_images=1)
+    area = stats["mask_area"]
+    assert (area["items"], area["image_fraction"]) == (3, pytest.approx(1 / 3))
+    assert area["mean"] == pytest.approx((100 + 25 + 100) / 3 / (W * H))
+    assert stats["per_image"]["masked_regions"]["total"] == 6  # the other figures still cover every image
+    assert any(
+        n.startswith("mask areas come from the masks of 33.33 % of the images (3 masks)") for n in stats["notes"]
+    )
 
 
 def test_errors_by_stage_type_and_severity(stats):
