@@ -256,7 +256,8 @@ def _init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env_vars = dict(QUIET_LIBRARIES)
+    # a setting of the user's (or of the Ray job's runtime env, which would refuse a second value) is left alone
+    env_vars = {k: v for k, v in QUIET_LIBRARIES.items() if k not in os.environ}
     kwargs: dict[str, Any] = {"ignore_reinit_error": True, "logging_level": "WARNING", "log_to_driver": True}
     if address is None:
         # A local cluster: make the driver's import path visible to workers (stages defined outside
