@@ -3,10 +3,12 @@
 Only ``done`` units count (their completion records, compacted or not, read once through
 :class:`~grand_engine.runtime.records.RecordBook`). The figures come from one **annotation table**, the most
 complete of ``level4``, ``level3``, ``level2``, ``link_phrases`` and ``level1`` that has a done unit (or the one
-named), read one unit at a time and queried with DuckDB over the unit's Arrow table (no Python loop over rows), and
-from the bookkeeping tables (``_errors``, the records, ``depth`` for normalising object depths). The whole run is
-never held in memory: integer figures are kept as exact value counts (so means and percentiles are exact), real
-ones as fixed-bin histograms with exact count, sum, minimum and maximum (percentiles interpolated inside a bin).
+named), read in batches of consecutive units (about :data:`BATCH_ROWS` rows) and queried with DuckDB over the
+batch's Arrow table (no Python loop over rows), and from the bookkeeping tables (``_errors``, the records, ``depth``
+for normalising object depths). The whole run is never held in memory: integer figures are kept as exact value
+counts (so means and percentiles are exact), real ones as fixed-bin histograms with exact count, sum, minimum and
+maximum (percentiles interpolated inside a bin). Mask areas are measured on the masks of a sample of about
+:data:`MASK_SAMPLE_IMAGES` images chosen by a hash of the image id (every image of a smaller run).
 
 Definitions (``docs/quality.md`` has the full table):
 

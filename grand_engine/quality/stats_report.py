@@ -258,6 +258,9 @@ def _phrases_plot(stats: dict[str, Any]) -> bytes | None:
             color=color,
             label=f"{label} (mean {s['mean']:.2f})",
         )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("grounded phrases per caption")
     ax.set_ylabel("share of captions")
     ax.set_title("Grounded phrases per caption")
@@ -287,6 +290,7 @@ def _verification_plot(stats: dict[str, Any]) -> bytes | None:
     ax.bar(names, [v[n] for n in names], color=colors[: len(names)])
     for i, n in enumerate(names):
         ax.annotate(_pct(v["rates"][n]), (i, v[n]), ha="center", va="bottom", fontsize=8)
+    ax.margins(y=0.12)
     ax.set_ylabel("dense captions")
     ax.set_title("Verification of the dense captions")
     return _png(fig)

@@ -434,3 +434,34 @@ def test_cli(stats_out, tmp_path, capsys):
     assert "most frequent: dog 3" in capsys.readouterr().out
     assert main(["stats", str(tmp_path / "nothing")]) == 2
     assert "no completion record" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def moto_server(tmp_path_factory):
+    from tests.io.s3_server import MotoServer
+
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "requests.log")
+    yield server
+    server.stop()
+
+
+def test_an_s3_output_gives_the_same_statistics(moto_server, monkeypatch, stats, capsys):
+    import boto3
+
+    for key, value in moto_server.env.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3").create_bucket(Bucket="stats")
+    uri = "s3://stats/run"
+    build_output(uri)
+    remote = compute_stats(uri)
+    volatile = ("output", "generated_at", "seconds", "_label_counts")
+    assert {k: v for k, v in remote.items() if k not in volatile} == {
+        k: v for k, v in stats.items() if k not in volatile
+    }
+    assert main(["stats", uri]) == 0
+    assert "3 images annotated of 4 in the run" in capsys.readouterr().out
+    saved = json.loads(OutputStore(uri).read_text(STATS_JSON))
+    assert saved["output"] == uri and saved["per_image"]["regions"]["total"] == 9
+    assert {p["file"] for p in saved["plots"]} <= {
+        rel.removeprefix("_stats/") for rel in OutputStore(uri).list_files("_stats", ".png")
+    }
