@@ -20,7 +20,7 @@ import pytest
 
 from grand_engine.config import ConfigError, load_manifest
 from grand_engine.io.store import OutputStore
-from grand_engine.runtime.manifests import MANIFESTS, data_path, errors_path
+from grand_engine.runtime.manifests import data_path, errors_path
 from grand_engine.runtime.ray_backend import check_custom_resources, custom_resources, segments
 from grand_engine.runtime.records import read_records
 from grand_engine.runtime.run import run
@@ -84,8 +84,9 @@ def _submit(cluster: LocalCluster, submission_id: str, *entrypoint: str) -> subp
     return subprocess.run(cmd, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=300)
 
 
-def _manifest_bytes(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / MANIFESTS).rglob("*.json"))}
+def _records(out: Path) -> dict[tuple[str, str], str]:
+    """The committed records, per-pair and compacted alike: (stage, unit) -> the record's JSON."""
+    return {(r.stage, r.unit_id): r.to_json() for r in read_records(OutputStore(out))}
 
 
 @pytest.mark.slow
@@ -100,7 +101,7 @@ def test_job_submission_runs_and_a_resubmitted_job_resumes(cluster, shards, tmp_
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "units: 2 total, 2 done, 0 already done, 0 failed" in first.stdout
     assert "Job 'ge-job-1' succeeded" in first.stdout + first.stderr
-    after_first = _manifest_bytes(out)
+    after_first = _records(out)
     assert len(after_first) == 4  # images and sa1b for 2 units
 
     # The upload is the source tree: no virtualenv, caches, build outputs or data.
@@ -117,7 +118,7 @@ def test_job_submission_runs_and_a_resubmitted_job_resumes(cluster, shards, tmp_
     second = _submit(cluster, "ge-job-2", *run_cmd)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "units: 4 total, 2 done, 2 already done, 0 failed" in second.stdout
-    after_second = _manifest_bytes(out)
+    after_second = _records(out)
     assert len(after_second) == 8
     assert {k: after_second[k] for k in after_first} == after_first
 
