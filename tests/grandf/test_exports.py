@@ -21,8 +21,8 @@ from grand_engine.grandf import records as R
 from grand_engine.grandf.exports import export
 from grand_engine.grandf.reader import MissingStageError
 from grand_engine.io import rle
-from grand_engine.runtime.stage import UnitInput
 from grand_engine.stages.grandf import GRANDF_SCHEMA, GrandF
+from grand_engine.testing import make_unit
 from tests.grandf.level4 import (
     CAPTION,
     H,
@@ -45,7 +45,7 @@ CAT = box_mask(H, W, (30, 0, 40, 10))
 def _tables(rows):
     images = images_table([{"image_id": r["image_id"], "width": r["width"], "height": r["height"]} for r in rows])
     level4 = level4_table(rows)
-    grandf = GrandF.configure().process(UnitInput("u", images, {"level4": level4, "images": images})).table
+    grandf = GrandF.configure().process(make_unit(images.to_pylist(), inputs={"level4": level4})).table
     return {"images": images, "level4": level4, "grandf": grandf}
 
 

@@ -84,12 +84,12 @@ def test_pandas_reads_a_missing_skip_reason_as_a_nullable_string(tmp_path):
     pd = pytest.importorskip("pandas")
     import pyarrow.parquet as pq
 
-    from grand_engine.runtime.stage import UnitInput
     from grand_engine.stages.grandf import GrandF
+    from grand_engine.testing import make_unit
 
     rows = [scene_row("sa_1"), level4_row("sa_2", W, H)]  # verified dense caption; no dense caption at all
     images = images_table([{"image_id": r["image_id"], "width": W, "height": H} for r in rows])
-    grandf = GrandF.configure().process(UnitInput("u", images, {"level4": level4_table(rows), "images": images}))
+    grandf = GrandF.configure().process(make_unit(images.to_pylist(), inputs={"level4": level4_table(rows)}))
     write_output(tmp_path / "out", {"sa_000000/00000": {"grandf": grandf.table}})
     path = tmp_path / "out" / "grandf" / "sa_000000" / "00000.parquet"
 

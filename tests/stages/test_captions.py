@@ -7,7 +7,6 @@ The expected captions are computed by calling the same adapter directly on the i
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
@@ -21,6 +20,7 @@ from grand_engine.stages.captions import (
     normalise_caption,
     resize_long_side,
 )
+from grand_engine.testing import make_unit
 
 
 def _pixels(seed: int, h: int, w: int) -> np.ndarray:
@@ -31,13 +31,8 @@ IMAGES = {"a": _pixels(1, 300, 500), "b": _pixels(2, 420, 240), "c": _pixels(3, 
 
 
 def _unit(ids: list[str]) -> UnitInput:
-    def load(row):
-        if row["image_id"] == "broken":
-            raise OSError("image file is truncated")
-        return IMAGES[row["image_id"]]
-
-    table = pa.table({"image_id": ids, "width": [100] * len(ids), "height": [100] * len(ids)})
-    return UnitInput("shard/00000", table, {"images": table}, pixel_loader=load)
+    """A unit of ``ids``; ``"broken"`` stands for an image that fails to decode."""
+    return make_unit({i: None if i == "broken" else IMAGES[i] for i in ids})
 
 
 def test_resize_long_side():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
@@ -19,6 +18,7 @@ from grand_engine.stages.dense_caption import (
     short_caption_lines,
 )
 from grand_engine.stages.llm_common import in_context_examples, stable_seed
+from grand_engine.testing import make_unit
 from tests.stages.scripted_llm import ScriptedLLM
 
 GRAPH = (
@@ -30,12 +30,8 @@ NOTHING = "Short Captions:\n\nRelationships:\n\nLandmarks:\nOutdoor scene, Urban
 
 
 def unit_of(graphs: dict[str, tuple[str | None, int]]) -> UnitInput:
-    ids = list(graphs)
-    images = pa.table({"image_id": ids})
-    scene_graph = pa.Table.from_pylist(
-        [{"image_id": i, "text": text, "num_objects": n} for i, (text, n) in graphs.items()]
-    )
-    return UnitInput("shard/00000", images, {"scene_graph": scene_graph})
+    scene_graph = [{"image_id": i, "text": text, "num_objects": n} for i, (text, n) in graphs.items()]
+    return make_unit(list(graphs), inputs={"scene_graph": scene_graph})
 
 
 def scripted_stage(llm: ScriptedLLM, batch_size: int = 8, **params) -> DenseCaption:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
 from grand_engine.io import rle
-from grand_engine.runtime.stage import UnitInput
-from grand_engine.schema import IMAGES_SCHEMA
 from grand_engine.stages.depth import (
     DEPTH_SCHEMA,
     DepthDecodeError,
@@ -18,29 +15,7 @@ from grand_engine.stages.depth import (
     decode_depth,
     encode_depth,
 )
-
-
-def make_unit(images: dict[str, np.ndarray | None]) -> UnitInput:
-    """Images given as ``None`` fail to decode (as a corrupt file would)."""
-    rows = [
-        {
-            "image_id": i,
-            "file_name": f"{i}.jpg",
-            "width": 10 if im is None else im.shape[1],
-            "height": 10 if im is None else im.shape[0],
-            "format": "JPEG",
-        }
-        for i, im in images.items()
-    ]
-
-    def pixels(row):
-        image = images[row["image_id"]]
-        if image is None:
-            raise OSError(f"cannot decode {row['file_name']}")
-        return image
-
-    return UnitInput("s/00000", pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), {}, pixels)
-
+from grand_engine.testing import make_unit
 
 # -- encoding ----------------------------------------------------------------------------------------------
 

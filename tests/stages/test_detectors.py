@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
 from grand_engine.labels import read_category_file
 from grand_engine.runtime.stage import UnitInput
-from grand_engine.schema import IMAGES_SCHEMA
 from grand_engine.stages.detectors import (
     DETECTIONS_SCHEMA,
     DetectClosed,
@@ -22,24 +20,18 @@ from grand_engine.stages.detectors import (
     query_text,
     tag_queries,
 )
-from grand_engine.stages.tagging import TAGGING_SCHEMA
+from grand_engine.testing import make_unit
 
 LVIS = set(read_category_file("lvis_v1_categories.txt"))
 COCO = set(read_category_file("coco_categories.txt"))
 
 
-def make_unit(images: dict[str, np.ndarray], tags: dict[str, list[str]] | None = None) -> UnitInput:
-    rows = [
-        {"image_id": i, "file_name": f"{i}.jpg", "width": im.shape[1], "height": im.shape[0], "format": "JPEG"}
-        for i, im in images.items()
-    ]
+def unit_of(images: dict[str, np.ndarray], tags: dict[str, list[str]] | None = None) -> UnitInput:
+    """A unit of ``images`` with, when ``tags`` is given, a ``tagging`` table (every tag scored 0.5)."""
     inputs = {}
     if tags is not None:
-        tag_rows = [{"image_id": i, "tags": tags[i], "scores": [0.5] * len(tags[i])} for i in images]
-        inputs["tagging"] = pa.Table.from_pylist(tag_rows, schema=TAGGING_SCHEMA)
-    return UnitInput(
-        "s/00000", pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), inputs, lambda r: images[r["image_id"]]
-    )
+        inputs["tagging"] = [{"image_id": i, "tags": tags[i], "scores": [0.5] * len(tags[i])} for i in images]
+    return make_unit(images, inputs=inputs)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +135,7 @@ def spec(tiny_dir, name, family):
 def test_detect_closed_on_a_closed_set_detector(tiny_dir, images):
     stage = DetectClosed.configure({"max_detections": 7}, models=spec(tiny_dir, "dfine", "detector"))
     stage.setup()
-    rows = check_rows(stage.process(make_unit(images)), images, COCO, threshold=0.0, strict=True, max_detections=7)
+    rows = check_rows(stage.process(unit_of(images)), images, COCO, threshold=0.0, strict=True, max_detections=7)
     assert all(len(r["boxes"]) == 7 for r in rows.values())  # 30 queries, every score > 0: the cap applies
 
 
@@ -152,7 +144,7 @@ def test_detect_lvis_on_owl_queries_readable_names_and_stores_raw_entries(tiny_d
     stage = DetectLvis.configure({"max_detections": 5}, models=spec(tiny_dir, "owlvit", "owl"))
     stage.setup()
     assert stage.detector.vocabulary[910] == "sandal (type of shoe)"  # what the model is asked
-    rows = check_rows(stage.process(make_unit(images)), images, LVIS, threshold=0.05, strict=True, max_detections=5)
+    rows = check_rows(stage.process(unit_of(images)), images, LVIS, threshold=0.05, strict=True, max_detections=5)
     assert any(r["labels"] for r in rows.values())
 
 
@@ -160,14 +152,14 @@ def test_detect_closed_on_an_open_vocabulary_model_uses_the_coco_file(tiny_dir, 
     stage = DetectClosed.configure({"max_detections": 5}, models=spec(tiny_dir, "owlvit", "owl"))
     stage.setup()
     assert len(stage.detector.vocabulary) == 80 and "traffic light" in stage.detector.vocabulary
-    check_rows(stage.process(make_unit(images)), images, COCO, max_detections=5)
+    check_rows(stage.process(unit_of(images)), images, COCO, max_detections=5)
 
 
 def test_detect_ov_queries_each_image_with_its_tags_and_trees(tiny_dir, images):
     stage = DetectOV.configure({"threshold": 0.0}, models=spec(tiny_dir, "owlvit", "owl"))
     stage.setup()
     tags = {"a": ["cat", "sofa"], "b": ["bicycle"]}
-    unit = make_unit(images, tags)
+    unit = unit_of(images, tags)
     assert stage.queries(unit, "a") == ["cat", "sofa", "trees"]
     rows = check_rows(stage.process(unit), images, lambda i: [*tags[i], "trees"], threshold=0.0)
     # threshold 0 keeps every patch prediction (576 for OWL-ViT B/32 at 768²), each labelled with its best query
@@ -177,7 +169,7 @@ def test_detect_ov_queries_each_image_with_its_tags_and_trees(tiny_dir, images):
 def test_detect_ov_without_any_query_gives_an_empty_row(tiny_dir, images):
     stage = DetectOV.configure({"extra_queries": []}, models=spec(tiny_dir, "owlvit", "owl"))
     stage.setup()
-    rows = check_rows(stage.process(make_unit(images, {"a": [], "b": ["cup"]})), images, lambda i: ["cup"])
+    rows = check_rows(stage.process(unit_of(images, {"a": [], "b": ["cup"]})), images, lambda i: ["cup"])
     assert rows["a"] == {"image_id": "a", "boxes": [], "scores": [], "labels": []}
 
 
@@ -186,7 +178,7 @@ def test_detect_ov2_on_grounding_dino(tiny_dir, images):
     stage.setup()
     tags = {"a": ["Red car", "road"], "b": ["person"]}
     rows = check_rows(
-        stage.process(make_unit(images, tags)),
+        stage.process(unit_of(images, tags)),
         images,
         lambda i: [*tags[i], "trees"],
         threshold=0.05,

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pyarrow as pa
-
-from grand_engine.runtime.stage import UnitInput
 from grand_engine.stages.extra_context import (
     EXTRA_CONTEXT_SCHEMA,
     ExtraContext,
@@ -15,6 +12,7 @@ from grand_engine.stages.extra_context import (
     render_level4_objects,
 )
 from grand_engine.stages.llm_common import in_context_examples, stable_seed
+from grand_engine.testing import make_unit
 from tests.stages.scripted_llm import ScriptedLLM
 
 LANDMARK = {"category": "Indoor scene", "fine_category": "Living_space"}
@@ -93,15 +91,13 @@ def test_stage_rows_and_faults() -> None:
     llm = ScriptedLLM(context=["Cats like warm places. They nap a lot.", sixteen, "", ""])
     stage = ExtraContext.configure({"seed": 2}, resources={"batch_size": 32}, llm=llm)
     stage.setup()
-    level2 = pa.Table.from_pylist(
-        [
-            {"image_id": "a", **ROW},
-            {"image_id": "empty", "objects": [], "floating_objects": [], "landmark": None},
-            {"image_id": "b", **ROW},
-            {"image_id": "c", **ROW},
-        ]
-    )
-    unit = UnitInput("s/00000", pa.table({"image_id": ["a", "empty", "b", "c"]}), {"level2": level2})
+    level2 = [
+        {"image_id": "a", **ROW},
+        {"image_id": "empty", "objects": [], "floating_objects": [], "landmark": None},
+        {"image_id": "b", **ROW},
+        {"image_id": "c", **ROW},
+    ]
+    unit = make_unit(["a", "empty", "b", "c"], inputs={"level2": level2})
     result = stage.process(unit)
     assert result.table.schema.equals(EXTRA_CONTEXT_SCHEMA, check_metadata=False)
     rows = {r["image_id"]: r for r in result.table.to_pylist()}

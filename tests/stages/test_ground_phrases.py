@@ -13,13 +13,12 @@ Boxes and scores are compared with the adapter's own best box per span on the sa
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
 from grand_engine.runtime.stage import UnitInput
-from grand_engine.stages.captions import CAPTION_SCHEMA
 from grand_engine.stages.ground_phrases import GROUND_PHRASES_SCHEMA, GroundPhrases
+from grand_engine.testing import make_unit
 
 PIXELS = {
     "img0": (np.random.default_rng(0).random((240, 320, 3)) * 255).astype(np.uint8),
@@ -30,23 +29,13 @@ VLM = "she holds her phone in her hand"
 
 
 def _unit(captions: dict[str, tuple[str | None, str | None]]) -> UnitInput:
-    ids = list(captions)
+    """A unit of the images named by ``captions`` (one not in ``PIXELS`` fails to decode) with their captions."""
 
-    def load(row):
-        if row["image_id"] not in PIXELS:
-            raise OSError(f"cannot decode {row['image_id']}")
-        return PIXELS[row["image_id"]]
+    def rows(k):
+        return [{"image_id": i, "caption": c[k], "caption_normalised": None} for i, c in captions.items()]
 
-    def table(k):
-        rows = [{"image_id": i, "caption": captions[i][k], "caption_normalised": None} for i in ids]
-        return pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA)
-
-    return UnitInput(
-        "shard/00000",
-        pa.table({"image_id": ids}),
-        {"caption_blip2": table(0), "caption_vlm": table(1)},
-        pixel_loader=load,
-    )
+    images = {i: PIXELS.get(i) for i in captions}
+    return make_unit(images, inputs={"caption_blip2": rows(0), "caption_vlm": rows(1)})
 
 
 @pytest.fixture(scope="module")

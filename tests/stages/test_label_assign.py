@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
-from grand_engine.runtime.stage import UnitInput
 from grand_engine.stages.label_assign import LABEL_ASSIGN_SCHEMA, LabelAssign, candidates
-from grand_engine.stages.link_phrases import LEVEL2_SCHEMA
 from grand_engine.stages.region_attributes import crop_box
+from grand_engine.testing import make_unit
 
 PIXELS = (np.random.default_rng(9).random((200, 300, 3)) * 255).astype(np.uint8)
 
@@ -42,17 +40,9 @@ def _row(image_id):
 
 
 def _unit(rows, broken=()):
-    def load(row):
-        if row["image_id"] in broken:
-            raise OSError("unreadable")
-        return PIXELS
-
-    return UnitInput(
-        "shard/00000",
-        pa.table({"image_id": [r["image_id"] for r in rows]}),
-        {"link_phrases": pa.Table.from_pylist(rows, schema=LEVEL2_SCHEMA)},
-        pixel_loader=load,
-    )
+    """A unit of ``rows`` (``link_phrases`` rows) on ``PIXELS``; the images in ``broken`` fail to decode."""
+    images = {r["image_id"]: None if r["image_id"] in broken else PIXELS for r in rows}
+    return make_unit(images, inputs={"link_phrases": rows})
 
 
 def test_candidates():

@@ -6,12 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
-from grand_engine.runtime.stage import UnitInput
-from grand_engine.schema import IMAGES_SCHEMA
 from grand_engine.stages.landmark import (
     LANDMARK_SCHEMA,
     LANDMARK_TAXONOMY,
@@ -20,17 +17,10 @@ from grand_engine.stages.landmark import (
     question_seed,
     render_options,
 )
+from grand_engine.testing import make_unit
 
 COARSE = list(LANDMARK_TAXONOMY)
 TRANSPORT = LANDMARK_TAXONOMY["Transportation scene"]
-
-
-def make_unit(images: dict[str, np.ndarray]) -> UnitInput:
-    rows = [
-        {"image_id": i, "file_name": f"{i}.jpg", "width": im.shape[1], "height": im.shape[0], "format": "JPEG"}
-        for i, im in images.items()
-    ]
-    return UnitInput("s/00000", pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), {}, lambda r: images[r["image_id"]])
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +120,10 @@ class ScriptedVLM:
 
 
 def test_fine_question_only_for_parsed_coarse_answers(images):
-    stage = LandmarkStage.configure({"temperature": 0.2, "seed": 7}, model=ScriptedVLM(coarse=["I am not sure...", "Transportation scene"], fine={1: "It is a train station."}))
+    stage = LandmarkStage.configure(
+        {"temperature": 0.2, "seed": 7},
+        model=ScriptedVLM(coarse=["I am not sure...", "Transportation scene"], fine={1: "It is a train station."}),
+    )
     rows = stage.classify_vlm(make_unit(images), ["a", "b"])
     assert rows[0] == {
         "image_id": "a",

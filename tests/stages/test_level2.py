@@ -22,16 +22,12 @@ from __future__ import annotations
 import copy
 import math
 
-import pyarrow as pa
 import pytest
 
 from grand_engine.labels import person_normalise
-from grand_engine.runtime.stage import UnitInput
-from grand_engine.stages.label_assign import LABEL_ASSIGN_SCHEMA
 from grand_engine.stages.level2 import LEVEL2_SCHEMA, Level2, assemble_level2, promote_big_boxes
-from grand_engine.stages.object_depth import OBJECT_DEPTH_SCHEMA
-from grand_engine.stages.region_attributes import REGION_ATTRIBUTES_SCHEMA
 from grand_engine.stages.scene_graph import SceneGraph
+from grand_engine.testing import make_unit
 from grand_engine.validate import validate_annotation
 
 
@@ -196,19 +192,16 @@ def test_inconsistent_side_tables_raise(kind, entries, message):
 def _unit(rows, descriptions):
     ids = [r["image_id"] for r in rows]
 
-    def side(schema, column, values):
-        return pa.Table.from_pylist([{"image_id": i, column: values[i]} for i in ids], schema=schema)
+    def side(column, values):
+        return [{"image_id": i, column: values[i]} for i in ids]
 
-    return UnitInput(
-        "shard/00000",
-        pa.table({"image_id": ids}),
-        {
-            "link_phrases": pa.Table.from_pylist(rows, schema=LEVEL2_SCHEMA),
-            "region_attributes": side(REGION_ATTRIBUTES_SCHEMA, "descriptions", descriptions),
-            "label_assign": side(LABEL_ASSIGN_SCHEMA, "assignments", dict.fromkeys(ids, ASSIGNMENTS)),
-            "object_depth": side(OBJECT_DEPTH_SCHEMA, "depths", dict.fromkeys(ids, DEPTHS)),
-        },
-    )
+    inputs = {
+        "link_phrases": rows,
+        "region_attributes": side("descriptions", descriptions),
+        "label_assign": side("assignments", dict.fromkeys(ids, ASSIGNMENTS)),
+        "object_depth": side("depths", dict.fromkeys(ids, DEPTHS)),
+    }
+    return make_unit(ids, inputs=inputs)
 
 
 def test_stage_error_row_and_scene_graph_on_its_output():
@@ -225,9 +218,7 @@ def test_stage_error_row_and_scene_graph_on_its_output():
     assert row["objects"][3]["depth"] == pytest.approx(6.0)
     assert math.isnan(DEPTHS[-1]["depth"]) and row["floating_objects"][3]["depth"] is None
 
-    graph = SceneGraph.configure().process(
-        UnitInput("shard/00000", pa.table({"image_id": ["img0"]}), {"level2": result.table})
-    )
+    graph = SceneGraph.configure().process(make_unit(["img0"], inputs={"level2": result.table}))
     assert graph.errors == []
     text = graph.table.to_pylist()[0]["text"]
     assert graph.table.to_pylist()[0]["num_objects"] == 5

@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import copy
 
-import pyarrow as pa
 import pytest
 
 from grand_engine.io import rle
-from grand_engine.runtime.stage import UnitInput
-from grand_engine.schema import VERIFICATION, table_schema
-from grand_engine.stages.ground_captions import GROUND_CAPTIONS_SCHEMA
-from grand_engine.stages.level2 import LEVEL2_SCHEMA
 from grand_engine.stages.level3 import LEVEL3_SCHEMA, Level3, merge_level3
-from grand_engine.stages.masks import MASKS_SCHEMA
+from grand_engine.testing import make_unit
 from grand_engine.validate import validate_annotation
 
 W, H = 64, 48
-VERIFY_SCHEMA = table_schema(("caption", pa.string()), ("verification", VERIFICATION))
 
 
 def _obj(oid, bbox, labels):
@@ -125,16 +119,7 @@ def verify_row(image_id="img", caption=DENSE):
 
 def _unit(l2, gc, mk, vf):
     ids = [r["image_id"] for r in l2]
-    return UnitInput(
-        "u",
-        pa.table({"image_id": ids}),
-        {
-            "level2": pa.Table.from_pylist(l2, schema=LEVEL2_SCHEMA),
-            "ground_captions": pa.Table.from_pylist(gc, schema=GROUND_CAPTIONS_SCHEMA),
-            "masks": pa.Table.from_pylist(mk, schema=MASKS_SCHEMA),
-            "verify": pa.Table.from_pylist(vf, schema=VERIFY_SCHEMA),
-        },
-    )
+    return make_unit(ids, inputs={"level2": l2, "ground_captions": gc, "masks": mk, "verify": vf})
 
 
 def test_merge_applies_masks_and_rewrites_detail_boxes():

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 import pytest
 
-from grand_engine.runtime.stage import UnitInput
-from grand_engine.schema import table_schema
 from grand_engine.stages.level3 import LEVEL3_SCHEMA, merge_level3
 from grand_engine.stages.level4 import LEVEL4_SCHEMA, Level4, merge_level4
+from grand_engine.testing import make_unit
 from grand_engine.validate import validate_annotation
 from tests.stages.test_level3 import grounded_row, level2_row, masks_row, verify_row
 
-EXTRA_SCHEMA = table_schema(
-    ("text", pa.string()), ("finish_reason", pa.string()), ("attempts", pa.int32()), ("max_tokens_used", pa.int32())
-)
 PARAGRAPH = "Kitchens are where meals are made. Dogs often wait there for scraps."
 
 
@@ -42,14 +37,7 @@ def test_level4_is_level3_plus_additional_context():
 def test_stage_error_rows_for_missing_or_truncated_text():
     ids = ["ok", "none", "blank", "cut"]
     extra = [_extra("ok"), _extra("none", None), _extra("blank", "  \n"), _extra("cut", "Kitchens are", "length")]
-    unit = UnitInput(
-        "u",
-        pa.table({"image_id": ids}),
-        {
-            "level3": pa.Table.from_pylist([level3_row(i) for i in ids], schema=LEVEL3_SCHEMA),
-            "extra_context": pa.Table.from_pylist(extra, schema=EXTRA_SCHEMA),
-        },
-    )
+    unit = make_unit(ids, inputs={"level3": [level3_row(i) for i in ids], "extra_context": extra})
     result = Level4.configure({"reject_truncated": True}).process(unit)
     assert result.table.schema.equals(LEVEL4_SCHEMA, check_metadata=False)
     assert result.table.column("image_id").to_pylist() == ["ok"]
@@ -68,14 +56,7 @@ def test_level4_refuses_a_level3_row_that_breaks_invariants():
     row = level3_row("x")
     row["objects"][0]["segmentation"] = None  # objects must have masks
     row["objects"][0]["segmentation_source"] = None
-    unit = UnitInput(
-        "u",
-        pa.table({"image_id": ["x"]}),
-        {
-            "level3": pa.Table.from_pylist([row], schema=LEVEL3_SCHEMA),
-            "extra_context": pa.Table.from_pylist([_extra("x")], schema=EXTRA_SCHEMA),
-        },
-    )
+    unit = make_unit(["x"], inputs={"level3": [row], "extra_context": [_extra("x")]})
     result = Level4.configure().process(unit)
     assert result.table.num_rows == 0
     assert "has no mask" in result.errors[0].message

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import copy
 
-import pyarrow as pa
 import pytest
 
-from grand_engine.runtime.stage import UnitInput
 from grand_engine.stages.link_phrases import LEVEL2_SCHEMA, LinkPhrases, link_phrases
+from grand_engine.testing import make_unit
 from grand_engine.validate import validate_annotation
 
 
@@ -209,44 +208,20 @@ def test_bad_level1_ids_raise():
 
 # -- the stage ----------------------------------------------------------------------------------------------
 
-CAPTION_SCHEMA = pa.schema([("image_id", pa.string()), ("caption", pa.string()), ("caption_normalised", pa.string())])
-
 
 def _unit(level1_rows, phrases_by_image):
-    from grand_engine.schema import BOX
-
     ids = [r["image_id"] for r in level1_rows]
-    level1_schema = pa.schema([LEVEL2_SCHEMA.field(n) for n in LEVEL2_SCHEMA.names[:8]])
-    phrase_type = pa.struct(
-        [
-            ("caption_index", pa.int8()),
-            ("noun", pa.string()),
-            ("phrase", pa.string()),
-            ("start", pa.int32()),
-            ("end", pa.int32()),
-            ("box", BOX),
-            ("score", pa.float32()),
-        ]
-    )
-    return UnitInput(
-        "shard/00000",
-        pa.table({"image_id": ids}),
-        {
-            "level1": pa.Table.from_pylist(level1_rows, schema=level1_schema),
-            "caption_blip2": pa.Table.from_pylist(
-                [{"image_id": i, "caption": CAPTIONS[0], "caption_normalised": CAPTIONS[0]} for i in ids],
-                schema=CAPTION_SCHEMA,
-            ),
-            "caption_vlm": pa.Table.from_pylist(
-                [{"image_id": i, "caption": CAPTIONS[1], "caption_normalised": CAPTIONS[1]} for i in ids],
-                schema=CAPTION_SCHEMA,
-            ),
-            "ground_phrases": pa.Table.from_pylist(
-                [{"image_id": i, "phrases": phrases_by_image[i]} for i in ids],
-                schema=pa.schema([("image_id", pa.string()), ("phrases", pa.list_(phrase_type))]),
-            ),
-        },
-    )
+
+    def captions(k):
+        return [{"image_id": i, "caption": CAPTIONS[k], "caption_normalised": CAPTIONS[k]} for i in ids]
+
+    inputs = {
+        "level1": level1_rows,
+        "caption_blip2": captions(0),
+        "caption_vlm": captions(1),
+        "ground_phrases": [{"image_id": i, "phrases": phrases_by_image[i]} for i in ids],
+    }
+    return make_unit(ids, inputs=inputs)
 
 
 def test_stage_end_to_end_and_error_row():

@@ -21,11 +21,10 @@ import torch
 from grand_engine.config import ModelSpec
 from grand_engine.io import rle
 from grand_engine.models.sam import box_prompts
-from grand_engine.runtime.stage import UnitInput
 from grand_engine.schema import BOX, RLE, table_schema
-from grand_engine.stages.level2 import LEVEL2_SCHEMA
 from grand_engine.stages.masks import MASKS_SCHEMA, MaskPool, Masks, assign_masks
 from grand_engine.stages.sa1b import ANNOTATION
+from grand_engine.testing import make_unit
 
 W, H = 64, 48
 
@@ -81,22 +80,20 @@ def _ann(aid, box):
     }
 
 
-SA1B_SCHEMA = table_schema(("annotations", pa.list_(ANNOTATION)))
 DETECTOR_SCHEMA = table_schema(("boxes", pa.list_(BOX)), ("scores", pa.list_(pa.float32())), ("masks", pa.list_(RLE)))
 
 
 def _unit(level2_rows, anns, detector_rows=None, image=None):
     ids = [r["image_id"] for r in level2_rows]
     inputs = {
-        "level2": pa.Table.from_pylist(level2_rows, schema=LEVEL2_SCHEMA),
-        "sa1b": pa.Table.from_pylist([{"image_id": i, "annotations": anns} for i in ids], schema=SA1B_SCHEMA),
-        "sam_masks": pa.Table.from_pylist([{"image_id": i, "annotations": []} for i in ids], schema=SA1B_SCHEMA),
+        "level2": level2_rows,
+        "sa1b": [{"image_id": i, "annotations": anns} for i in ids],
+        "sam_masks": [{"image_id": i, "annotations": []} for i in ids],
     }
-    if detector_rows is not None:
+    if detector_rows is not None:  # a side table of no registered stage: built with its own schema
         inputs["det"] = pa.Table.from_pylist(detector_rows, schema=DETECTOR_SCHEMA)
     pixels = image if image is not None else np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    images = pa.table({"image_id": ids, "width": [W] * len(ids), "height": [H] * len(ids)})
-    return UnitInput("u", images, inputs, pixel_loader=lambda row: pixels)
+    return make_unit(dict.fromkeys(ids, pixels), inputs=inputs)
 
 
 SA1B = [_ann(10, [0, 0, 32, 12]), _ann(11, [0, 0, 30, 24]), _ann(12, [40, 0, 64, 12])]

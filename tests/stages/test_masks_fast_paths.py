@@ -8,13 +8,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.geometry import iou_matrix
 from grand_engine.runtime.stage import UnitInput
 from grand_engine.stages.masks import MaskPool, _annotation_array
-from grand_engine.stages.sa1b import ANNOTATION
+from grand_engine.testing import make_unit
 
 
 def _dense_best(a: np.ndarray, b: np.ndarray, t: float, convention: str = "continuous") -> list:
@@ -77,10 +76,9 @@ def _seg(counts="PP1", size=SIZE):
 
 
 def _unit(rows: list) -> UnitInput:
-    table = pa.table(
-        {"image_id": [f"img{k}" for k in range(len(rows))], "annotations": pa.array(rows, pa.list_(ANNOTATION))}
-    )
-    return UnitInput("u", pa.table({"image_id": table.column("image_id")}), {"sa1b": table})
+    """A unit whose ``sa1b`` table has one row of annotations per entry of ``rows`` (``img0``, ``img1``, …)."""
+    sa1b = [{"image_id": f"img{k}", "annotations": anns} for k, anns in enumerate(rows)]
+    return make_unit([r["image_id"] for r in sa1b], inputs={"sa1b": sa1b})
 
 
 def _both(anns: list) -> tuple[MaskPool, MaskPool]:

@@ -26,11 +26,10 @@ import pytest
 
 from grand_engine.io import rle as rle_lib
 from grand_engine.runtime.stage import UnitInput
-from grand_engine.stages.depth import DEPTH_SCHEMA, DepthField, encode_depth
-from grand_engine.stages.link_phrases import LEVEL2_SCHEMA
+from grand_engine.stages.depth import DepthField, encode_depth
 from grand_engine.stages.object_depth import OBJECT_DEPTH_SCHEMA, ObjectDepth, mask_centre_values, object_depth
 from grand_engine.stages.sa1b import SA1BStage
-from grand_engine.stages.sam_masks import SAM_MASKS_SCHEMA
+from grand_engine.testing import make_unit
 
 H = W = 40
 
@@ -117,16 +116,8 @@ def _unit(depth_row: dict) -> UnitInput:
     sa1b = {"image_id": "img", "annotations": [_ann(1, [0, 0, 20, 20], L_MASK), _ann(2, [30, 0, 31, 10], LINE_MASK)]}
     sam = {"image_id": "img", "annotations": [_ann(0, [20, 0, 24, 4], _mask(20, 0, 24, 4)),
                                               _ann(1, [24, 4, 28, 8], _mask(24, 4, 28, 8))]}  # fmt: skip
-    return UnitInput(
-        "shard/00000",
-        pa.table({"image_id": ["img"]}),
-        {
-            "link_phrases": pa.Table.from_pylist([link], schema=LEVEL2_SCHEMA),
-            "depth": pa.Table.from_pylist([{"image_id": "img", **depth_row}], schema=DEPTH_SCHEMA),
-            "sa1b": pa.Table.from_pylist([sa1b], schema=SA1BStage.schema),
-            "sam_masks": pa.Table.from_pylist([sam], schema=SAM_MASKS_SCHEMA),
-        },
-    )
+    inputs = {"link_phrases": [link], "depth": [{"image_id": "img", **depth_row}], "sa1b": [sa1b], "sam_masks": [sam]}
+    return make_unit(["img"], inputs=inputs)
 
 
 def test_stage_mask_priority_and_notes():

@@ -26,11 +26,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
-from grand_engine.runtime.stage import UnitInput
-from grand_engine.stages.level2 import LEVEL2_SCHEMA
 from grand_engine.stages.scene_graph import (
     SCENE_GRAPH_SCHEMA,
     SceneGraph,
@@ -38,6 +35,7 @@ from grand_engine.stages.scene_graph import (
     correct_attribute,
     select_pool,
 )
+from grand_engine.testing import make_unit
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "scene_graph"
 
@@ -219,8 +217,7 @@ def test_stage_on_level2_table():
     broken = _obj(0, [0, 0, 1, 1], 1.0, "x")
     broken["bbox"] = None
     rows = [park_row(), {**park_row(), "image_id": "broken", "objects": [broken]}]
-    table = pa.Table.from_pylist(rows, schema=LEVEL2_SCHEMA)
-    unit = UnitInput("shard/00000", pa.table({"image_id": ["park", "broken"]}), {"level2": table})
+    unit = make_unit(["park", "broken"], inputs={"level2": rows})
     stage = SceneGraph.configure()
     assert stage.inputs() == ("level2",)
     result = stage.process(unit)
