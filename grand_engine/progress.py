@@ -16,6 +16,8 @@ is running)::
 
 from __future__ import annotations
 
+import io
+import os
 import shutil
 import subprocess
 import sys
@@ -464,9 +466,14 @@ class StageBoard:
             self._emit("\n".join(lines) + "\n")
 
     def _terminal_size(self) -> tuple[int, int]:
+        """The size given, else that of the terminal the display writes to (during a command-line run file
+        descriptors 1 and 2 go to the log, so the usual lookup would fall back to 80×24), else the usual lookup."""
         width, height = self.size
         if width is None or height is None:
-            size = shutil.get_terminal_size((100, 24))
+            try:
+                size = os.get_terminal_size(self.stream.fileno())
+            except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+                size = shutil.get_terminal_size((100, 24))
             width, height = width or size.columns, height or size.lines
         return width, height
 

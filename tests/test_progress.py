@@ -222,3 +222,20 @@ def test_gpu_memory_from_nvidia_smi(tmp_path, monkeypatch):
     assert probe() == "GPU mem 4.0/80.0 GiB"
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     assert GpuMemoryProbe()() == ""  # no NVIDIA driver: nothing shown
+
+
+def test_live_block_measures_the_terminal_it_writes_to():
+    """During a command-line run, descriptors 1 and 2 go to the log file: the size must come from the display's own
+    stream (here a pseudo-terminal of 150×50)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 150, 0, 0))
+    with os.fdopen(os.dup(follower), "w") as stream:
+        board = StageBoard(stream, ticker=False, gpu_probe=lambda: "")
+        assert board.mode == "live" and board._terminal_size() == (150, 50)
+    os.close(leader)
+    os.close(follower)
