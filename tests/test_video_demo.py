@@ -15,8 +15,8 @@ from grand_engine.config import load_manifest
 from grand_engine.demo import _regions
 from grand_engine.demo_video import _object_mask, _photo, build_video_demo_shard, camera_path, render_clip
 from grand_engine.explore.video import build_video_site, overlay, spread
+from grand_engine.grandf.exports import export
 from grand_engine.grandf.reader import read_unit
-from grand_engine.grandf.refsav import export_refsav
 from grand_engine.io import rle
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.run import run
@@ -98,7 +98,7 @@ def test_every_described_object_has_an_entry_at_each_level(output: Path) -> None
 
 
 def test_export_and_explorer(output: Path, tmp_path: Path) -> None:
-    report = export_refsav(output, tmp_path / "ref_sav")
+    report = export(output, "ref-sav", tmp_path / "ref_sav")
     meta = json.loads((tmp_path / "ref_sav" / "meta_expressions.json").read_text())
     masks = json.loads((tmp_path / "ref_sav" / "mask_dict.json").read_text())
     assert report.invalid == 0 and report.records == len(meta["videos"])

@@ -1,9 +1,11 @@
 """``grand-engine export OUT --format F DEST``: a run's table streamed through an export format into DEST.
 
 The formats are the classes of :mod:`grand_engine.grandf.formats` (and those other packages register). Every
-export reads one unit file at a time and writes each record as soon as it is built, so memory does not grow with
-the dataset; every record is checked before it is written (spans select their phrase, masks decode to the image
-size with a non-zero area, ids resolve) and a record that fails is left out and counted with its reason.
+export reads one unit at a time — the format's table, the run's root table (``images``, ``videos``, … as the run's
+input kind names it: the file name and size of each element) and the tables the format joins (``joins``) — and
+writes each record as soon as it is built, so memory does not grow with the dataset; every record is checked before
+it is written (spans select their phrase, masks decode to the image size with a non-zero area, ids resolve) and a
+record that fails is left out and counted with its reason.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from grand_engine.grandf.formats import ExportFormat, ExportOptions, ExportReport, get_export_format
-from grand_engine.grandf.reader import image_info, iter_rows, read_unit, require_units
+from grand_engine.grandf.reader import done_units, input_kind, iter_rows, read_unit, require_units, rows_by_id
 from grand_engine.io.store import OutputStore
 from grand_engine.progress import Progress
 
@@ -22,14 +24,29 @@ __all__ = ["ExportReport", "export", "resolve_dest"]
 
 
 class _Rows:
-    """Rows of a stage over its done units, with the image rows joined; one unit file is read at a time."""
+    """Rows of a stage over its done units, each with its root-table row; one unit's files are read at a time.
 
-    def __init__(self, store: OutputStore, stage: str, hint: str, max_images: int | None) -> None:
+    Every stage of ``joins`` that has done units is added to each row under its name: its row of the same element
+    (``None`` when it has none); a stage without any done unit is left out of the rows.
+    """
+
+    def __init__(
+        self,
+        store: OutputStore,
+        stage: str,
+        hint: str,
+        max_images: int | None,
+        root: str = "images",
+        joins: tuple[str, ...] = (),
+    ) -> None:
         self.store = store
         self.stage = stage
         self.records = require_units(store, stage, hint)
         self.units = list(self.records)
         self.max_images = max_images
+        self.root = root
+        done = {name: set(done_units(store, name)) for name in joins}
+        self.joins = {name: units for name, units in done.items() if units}
 
     @property
     def total(self) -> int:
@@ -37,18 +54,32 @@ class _Rows:
         rows = sum(r.rows for r in self.records.values())
         return rows if self.max_images is None else min(rows, self.max_images)
 
+    def _joined(self, unit_id: str, roots: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{stage: {image_id: row}}`` of the joined stages in one unit (none where the unit is not done)."""
+        joined = {}
+        for name, done in self.joins.items():
+            if name == self.root:
+                joined[name] = roots
+            else:
+                joined[name] = rows_by_id(self.store, name, unit_id) if unit_id in done else {}
+        return joined
+
     def __iter__(self) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         seen = 0
         for unit_id in self.units:
             if self.max_images is not None and seen >= self.max_images:
                 return
             table = read_unit(self.store, self.stage, unit_id)
-            images = image_info(self.store, unit_id)
+            roots = rows_by_id(self.store, self.root, unit_id)
+            joined = self._joined(unit_id, roots)
             for row in iter_rows(table):
                 if self.max_images is not None and seen >= self.max_images:
                     return
                 seen += 1
-                yield row, images.get(row["image_id"]) or {}
+                key = row["image_id"]
+                if joined:
+                    row = {**row, **{name: rows.get(key) for name, rows in joined.items()}}
+                yield row, roots.get(key) or {}
 
 
 def _file_name(row: dict[str, Any], image: dict[str, Any]) -> str:
@@ -59,7 +90,7 @@ def _size(row: dict[str, Any], image: dict[str, Any]) -> tuple[int, int]:
     height = row.get("height") if row.get("height") is not None else image.get("height")
     width = row.get("width") if row.get("width") is not None else image.get("width")
     if height is None or width is None:
-        raise ValueError(f"image {row['image_id']!r} has no size in its row or its images row")
+        raise ValueError(f"{row['image_id']!r} has no size in its row or its root table's row")
     return int(height), int(width)
 
 
@@ -111,7 +142,8 @@ def export(
     report = ExportReport(format=fmt, dest=str(dest))
     start = time.perf_counter()
     format_ = cls(ExportOptions(level=level, layout=layout, include_floating=include_floating), report)
-    rows = _Rows(store, format_.stage(), format_.missing_hint(), max_images)
+    root = input_kind(store).root_stage
+    rows = _Rows(store, format_.stage(), format_.missing_hint(), max_images, root, format_.joins)
     report.units = len(rows.units)
     writer = format_.open(dest)
     try:

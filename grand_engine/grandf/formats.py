@@ -127,10 +127,11 @@ class Writer(Protocol):
 class ExportFormat:
     """One export format. A subclass with a ``name`` registers itself; the export creates one instance per run.
 
-    :meth:`records` gets each row of the table with ``height`` and ``width`` filled in (from the ``images`` row
-    when the table has none) and the image's file name; it yields the records of that row and counts what it
-    leaves out in ``self.report.skipped``. Each record is checked (:meth:`check`) and, when it has no problem,
-    written (:meth:`write`). A ``KeyError``, ``TypeError`` or ``ValueError`` while building or checking the
+    :meth:`records` gets each row of the table with ``height`` and ``width`` filled in (from the row of the run's
+    root table — ``images``, or the root stage of the run's input kind, such as ``videos`` — when the table has
+    none), the rows of the stages named in ``joins`` under their names, and the element's file name; it yields the
+    records of that row and counts what it leaves out in ``self.report.skipped``. Each record is checked
+    (:meth:`check`) and, when it has no problem, written (:meth:`write`). A ``KeyError``, ``TypeError`` or ``ValueError`` while building or checking the
     records of a row counts that row as one invalid record; the export goes on.
     """
 
@@ -138,6 +139,9 @@ class ExportFormat:
     description: ClassVar[str] = ""  # one line, shown by ``grand-engine export --help``
     table: ClassVar[str] = "level"  # the stage read: a stage name, or "level" for level3/level4 (``level`` option)
     file_name: ClassVar[str] = ""  # the output's name when DEST is an existing folder
+    joins: ClassVar[tuple[str, ...]] = ()
+    """Stages whose row of the same element (same unit and ``image_id``) is added to each row under the stage's
+    name: ``None`` when the stage has no row for it; a stage without any completed unit is left out of the row."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

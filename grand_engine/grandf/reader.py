@@ -6,11 +6,13 @@ Only units whose manifest record says ``done`` are read, so a table left behind 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
 
+from grand_engine.io.inputs import IMAGES, InputKind, get_input_kind
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.manifests import StageRecord, data_path
 from grand_engine.runtime.records import read_records
@@ -52,13 +54,33 @@ def read_unit(store: OutputStore, stage: str, unit_id: str, columns: Sequence[st
     return table
 
 
-def image_info(store: OutputStore, unit_id: str) -> dict[str, dict[str, Any]]:
-    """``{image_id: images row}`` of one unit (file name, size and the locator of the pixels)."""
+def rows_by_id(store: OutputStore, stage: str, unit_id: str) -> dict[str, dict[str, Any]]:
+    """``{image_id: row}`` of one unit's ``stage`` table (empty when the unit has no such file)."""
     try:
-        table = read_unit(store, "images", unit_id)
+        table = read_unit(store, stage, unit_id)
     except FileNotFoundError:
         return {}
-    return {r["image_id"]: r for r in table.to_pylist()}
+    return {r["image_id"]: r for r in iter_rows(table)}
+
+
+def image_info(store: OutputStore, unit_id: str) -> dict[str, dict[str, Any]]:
+    """``{image_id: images row}`` of one unit (file name, size and the locator of the pixels)."""
+    return rows_by_id(store, "images", unit_id)
+
+
+def input_kind(store: OutputStore) -> InputKind:
+    """The input kind the run in ``store`` read (``run.json``'s ``input``; ``images`` when the output has no
+    ``run.json`` or it names none). ``ValueError`` when the kind is not installed here."""
+    try:
+        name = json.loads(store.read_text("run.json")).get("input") or IMAGES.name
+    except FileNotFoundError:
+        return IMAGES
+    try:
+        return get_input_kind(name)
+    except KeyError as exc:
+        raise ValueError(
+            f"{store.uri} was made from input kind {name!r}, which is not installed: {exc.args[0]}"
+        ) from None
 
 
 def iter_rows(table: pa.Table) -> Iterator[dict[str, Any]]:

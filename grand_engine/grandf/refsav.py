@@ -14,30 +14,30 @@ per entry of ``frames``, null where the object has no mask on that frame. Sa2VA'
 ``meta_expressions["videos"][video]["expressions"][id]["exp"]`` and ``mask_dict[anno_id]``; the extra keys carry
 the three levels and the check.
 
-:class:`RefSav` is an :class:`~grand_engine.grandf.formats.ExportFormat` whose rows are *joined*: the
-``video_expression`` row with, under their stage names, the video's ``videos``, masklet (``video_tracks`` or
-``video_masklets``) and three description rows. :func:`export_refsav` does that join unit by unit (one unit's
-tables in memory at a time) and writes through the format's ``records``/``check``/``write`` steps, as the generic
-exporter does for one-table formats. Objects without an expression, or (``verified_only``) whose expression did not
-pass its check, are counted in the report's ``skipped``, never written.
+``grand-engine export OUT DEST --format ref-sav`` writes it (``ref-sav-verified``: only the expressions that passed
+their check). :class:`RefSav` is an :class:`~grand_engine.grandf.formats.ExportFormat` that reads the
+``video_expression`` table and *joins* (``joins``) the video's rows of ``videos`` (the video input kind's root
+table), of the masklet table and of the three description stages, which the export reads unit by unit (one unit's
+tables in memory at a time). The masks come from ``video_tracks`` when the run has that stage, else from
+``video_masklets`` (a run without SAM 2). Objects without an expression, or (``ref-sav-verified``) whose expression
+did not pass its check, are counted in the report's ``skipped``, never written.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from grand_engine.grandf.formats import ExportFormat, ExportOptions, ExportReport
-from grand_engine.grandf.reader import iter_rows, read_unit, require_units
+from grand_engine.grandf.formats import ExportFormat
 from grand_engine.grandf.writers import _AtomicText, dumps
 from grand_engine.io import rle
-from grand_engine.io.store import OutputStore
 
-__all__ = ["LEVEL_STAGES", "RefSav", "RefSavWriter", "export_refsav"]
+__all__ = ["LEVEL_STAGES", "MASKLET_STAGES", "RefSav", "RefSavVerified", "RefSavWriter"]
 
 LEVEL_STAGES = ("video_object_text", "video_scene_text", "video_motion_text")
+MASKLET_STAGES = ("video_tracks", "video_masklets")
+"""The tables an object's masks can come from, in order of preference."""
 META_FILE, MASK_FILE = "meta_expressions.json", "mask_dict.json"
 
 
@@ -76,10 +76,8 @@ class RefSav(ExportFormat):
     name = "ref-sav"
     description = "Ref-SAV / MeViS layout: meta_expressions.json + mask_dict.json, one expression per video object"
     table = "video_expression"
-    joins: ClassVar[tuple[str, ...]] = ("videos", "video_tracks", *LEVEL_STAGES)
-    """Stages whose rows of the same video the records read (under their names in the row)."""
-
-    verified_only: bool = False
+    joins: ClassVar[tuple[str, ...]] = ("videos", *MASKLET_STAGES, *LEVEL_STAGES)
+    verified_only: ClassVar[bool] = False  # write only the expressions whose check passed
 
     @classmethod
     def default_dest(cls, layout: str) -> str:
@@ -93,8 +91,11 @@ class RefSav(ExportFormat):
         return RefSavWriter(dest)
 
     def records(self, row: dict[str, Any], file_name: str) -> Iterator[tuple[str, dict[str, Any], dict]]:
-        video = row["videos"]
-        tracks = {int(o["object_id"]): o for o in (row.get("video_tracks") or {}).get("objects") or []}
+        video = row.get("videos")
+        if video is None:
+            raise ValueError("the video has no videos row")
+        masklets = next((row[name] for name in MASKLET_STAGES if name in row), None)
+        tracks = {int(o["object_id"]): o for o in (masklets or {}).get("objects") or []}
         levels = {
             stage: {int(o["object_id"]): o for o in (row.get(stage) or {}).get("objects") or []}
             for stage in LEVEL_STAGES
@@ -173,58 +174,9 @@ class RefSav(ExportFormat):
         return writer.close()
 
 
-def export_refsav(
-    out: str | OutputStore,
-    dest: str | Path,
-    *,
-    masklets: str = "video_tracks",
-    verified_only: bool = False,
-    max_videos: int | None = None,
-) -> ExportReport:
-    """Write the Ref-SAV export of output ``out`` into the folder ``dest`` (see the module docstring).
+class RefSavVerified(RefSav):
+    """The Ref-SAV layout with only the expressions that passed their check."""
 
-    ``masklets`` names the table the masks come from (``video_masklets`` for a run without SAM 2).
-    Raises :class:`~grand_engine.grandf.reader.MissingStageError` when ``video_expression`` has no done unit.
-    """
-    store = out if isinstance(out, OutputStore) else OutputStore(out)
-    report = ExportReport(format=RefSav.name, dest=str(dest))
-    fmt = RefSav(ExportOptions(), report)
-    fmt.verified_only = verified_only
-    start = time.perf_counter()
-    units = list(require_units(store, RefSav.table, "run the video_expression stage first"))
-    report.units = len(units)
-    writer = fmt.open(Path(dest))
-    try:
-        for unit_id in units:
-            joined = {stage: _rows_by_video(store, stage, unit_id) for stage in ("videos", masklets, *LEVEL_STAGES)}
-            for row in iter_rows(read_unit(store, RefSav.table, unit_id)):
-                if max_videos is not None and report.images_read >= max_videos:
-                    break
-                report.images_read += 1
-                video_id = row["image_id"]
-                row = {**row, **{stage: rows.get(video_id) for stage, rows in joined.items()}}
-                row["video_tracks"] = row.get(masklets)
-                if row["videos"] is None:
-                    report.note_invalid(video_id, ["no videos row"])
-                    continue
-                for record in fmt.records(row, row["videos"]["file_name"]):
-                    problems = fmt.check(record, row)
-                    if problems:
-                        report.note_invalid(video_id, problems)
-                        continue
-                    fmt.write(writer, record, row)
-                    report.records += 1
-    except BaseException:
-        writer.abort()
-        raise
-    report.bytes = fmt.close(writer)
-    report.seconds = time.perf_counter() - start
-    return report
-
-
-def _rows_by_video(store: OutputStore, stage: str, unit_id: str) -> dict[str, dict[str, Any]]:
-    try:
-        table = read_unit(store, stage, unit_id)
-    except FileNotFoundError:
-        return {}
-    return {r["image_id"]: r for r in iter_rows(table)}
+    name = "ref-sav-verified"
+    description = "the Ref-SAV layout, only the expressions whose checklist verification passed"
+    verified_only = True

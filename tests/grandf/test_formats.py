@@ -22,7 +22,19 @@ from grand_engine.grandf.formats import EXPORT_FORMATS, ExportFormat
 from grand_engine.registry import PluginError
 from tests.grandf.level4 import H, W, images_table, level4_row, level4_table, scene_row, write_output
 
-BUILT_INS = ["caption-grounding", "coco", "grand", "grandf", "grandf-short", "refseg"]
+BUILT_INS = [
+    "caption-grounding",
+    "coco",
+    "flickr-gcg",
+    "grand",
+    "grandf",
+    "grandf-short",
+    "openpsg-gcg",
+    "ref-sav",
+    "ref-sav-verified",
+    "refcocog-gcg",
+    "refseg",
+]
 
 PLUGIN_SOURCE = '''
 from grand_engine.grandf.formats import ExportFormat
@@ -145,7 +157,7 @@ def test_the_export_help_lists_the_registered_formats(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["export", "--help"])
     help_text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, even at a hyphen
-    assert "oneofcaption-grounding,coco,grand,grandf,grandf-short,refseg(docs/exports.md" in help_text
+    assert f"oneof{','.join(BUILT_INS)}(docs/exports.md" in help_text
     with pytest.raises(SystemExit):
         parser.parse_args(["export", "o", "d", "--format", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
