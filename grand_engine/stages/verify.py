@@ -267,8 +267,8 @@ def _contains(seq: tuple[str, ...], sub: tuple[str, ...]) -> bool:
 
 
 @dataclass
-class _Case:
-    """One image's verification state across rounds."""
+class Case:
+    """One caption's verification state across rounds (an image's dense caption; a video object's expression)."""
 
     image_id: str
     scene_graph: str
@@ -285,13 +285,15 @@ class _Case:
         return self.captions[-1]
 
 
-def _rate(verdicts: list[dict[str, Any]]) -> float | None:
+def rate(verdicts: list[dict[str, Any]]) -> float | None:
+    """The hallucination rate of a checklist: unconfirmed items / checked items (``None`` when none was checked)."""
     if not verdicts:
         return None
     return sum(v["verdict"] == UNCONFIRMED for v in verdicts) / len(verdicts)
 
 
-def _quoted_list(items: Sequence[str]) -> str:
+def quoted_list(items: Sequence[str]) -> str:
+    """``"a"``, ``"a" and "b"``, ``"a", "b" and "c"``: checklist items as the feedback prompts name them."""
     quoted = [f'"{item}"' for item in items]
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
@@ -376,7 +378,7 @@ class Verify(LLMStage):
 
     def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any] | ErrorRecord]:
         out: dict[str, dict[str, Any] | ErrorRecord] = {}
-        cases: list[_Case] = []
+        cases: list[Case] = []
         for image_id in image_ids:
             caption = (unit.input_row("dense_caption", image_id).get("caption") or "").strip()
             if not caption:
@@ -384,7 +386,7 @@ class Verify(LLMStage):
                 continue
             graph = unit.input_row("scene_graph", image_id).get("text") or ""
             vocab = build_vocabulary(unit.input_row("level2", image_id))
-            cases.append(_Case(image_id, graph, vocab, [caption]))
+            cases.append(Case(image_id, graph, vocab, [caption]))
 
         active = cases
         for round_ in range(self.max_rounds + 1):
@@ -392,7 +394,7 @@ class Verify(LLMStage):
                 break
             checked = self._checklists(active, round_)
             self._match(unit, checked)
-            regenerate: list[_Case] = []
+            regenerate: list[Case] = []
             for case in checked:
                 case.checked.append(case.verdicts)
                 if all(v["verdict"] == CONFIRMED for v in case.verdicts):
@@ -407,7 +409,7 @@ class Verify(LLMStage):
             out[case.image_id] = self._row(case)
         return [out[i] for i in image_ids]
 
-    def _checklists(self, cases: list[_Case], round_: int) -> list[_Case]:
+    def _checklists(self, cases: list[Case], round_: int) -> list[Case]:
         """Step 1 for the current caption of every case; returns the cases that got a non-empty checklist."""
         settings = self.checklist_settings()
         prompts = [checklist_conversation(c.caption) for c in cases]
@@ -429,7 +431,7 @@ class Verify(LLMStage):
             for k, gen in zip(bad, self.complete(repairs, repair_seeds, settings), strict=True):
                 items[k] = self._items(gen)
 
-        kept: list[_Case] = []
+        kept: list[Case] = []
         for case, found in zip(cases, items, strict=True):
             if found:
                 case.items = found
@@ -448,7 +450,7 @@ class Verify(LLMStage):
             return parse_checklist(close_cut_array(gen.text), self.max_items, self.max_item_words)
         return None
 
-    def _match(self, unit: UnitInput, cases: list[_Case]) -> None:
+    def _match(self, unit: UnitInput, cases: list[Case]) -> None:
         """Steps 2–3: a verdict for every checklist item of every case."""
         for case in cases:
             case.verdicts = [self._match_vocabulary(item, case.vocab) for item in case.items]
@@ -465,7 +467,7 @@ class Verify(LLMStage):
             return _verdict(item, CONFIRMED, LEMMA, 1.0)
         return _verdict(item, UNCONFIRMED, NONE, 0.0)
 
-    def _embedding_pass(self, cases: list[_Case]) -> None:
+    def _embedding_pass(self, cases: list[Case]) -> None:
         if self.embedder is None:
             return
         for case in cases:
@@ -481,7 +483,7 @@ class Verify(LLMStage):
                 else:
                     case.verdicts[k]["score"] = best
 
-    def _detector_pass(self, unit: UnitInput, cases: list[_Case]) -> None:
+    def _detector_pass(self, unit: UnitInput, cases: list[Case]) -> None:
         if self.detector is None:
             return
         todo = [c for c in cases if any(v["verdict"] == UNCONFIRMED for v in c.verdicts)]
@@ -504,7 +506,7 @@ class Verify(LLMStage):
                     else:
                         case.verdicts[k]["score"] = score
 
-    def _regenerate(self, cases: list[_Case], round_: int) -> list[_Case]:
+    def _regenerate(self, cases: list[Case], round_: int) -> list[Case]:
         """Step 4: a new caption for every case with feedback; returns the cases with a usable one."""
         if not cases:
             return []
@@ -515,11 +517,11 @@ class Verify(LLMStage):
                 [
                     *user_turn(dense_caption_prompt(case.scene_graph)),
                     {"role": "assistant", "content": case.caption},
-                    *user_turn(render_prompt(FEEDBACK_PROMPT, failed_items=_quoted_list(failed))),
+                    *user_turn(render_prompt(FEEDBACK_PROMPT, failed_items=quoted_list(failed))),
                 ]
             )
         seeds = [self.seed_for(c.image_id, "caption", round_) for c in cases]
-        kept: list[_Case] = []
+        kept: list[Case] = []
         for case, gen in zip(cases, self.complete(conversations, seeds), strict=True):
             case.rounds = round_
             if gen.ok:
@@ -529,7 +531,7 @@ class Verify(LLMStage):
                 case.status = FAILED  # the last checked caption stays
         return kept
 
-    def _row(self, case: _Case) -> dict[str, Any]:
+    def _row(self, case: Case) -> dict[str, Any]:
         final = case.checked[-1] if case.checked and case.status != UNCHECKED else []
         before = case.checked[0] if case.checked else []
         return {
@@ -541,8 +543,8 @@ class Verify(LLMStage):
                 "checklist": final,
                 "items_checked": len(final),
                 "items_confirmed": sum(v["verdict"] == CONFIRMED for v in final),
-                "hallucination_rate_before": _rate(before),
-                "hallucination_rate_after": _rate(final),
+                "hallucination_rate_before": rate(before),
+                "hallucination_rate_after": rate(final),
             },
         }
 

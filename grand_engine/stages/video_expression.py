@@ -50,12 +50,12 @@ from grand_engine.stages.verify import (
     UNCHECKED,
     UNCONFIRMED,
     VERIFIED,
+    Case,
     Verify,
     Vocabulary,
-    _Case,
-    _quoted_list,
-    _rate,
     normalise_item,
+    quoted_list,
+    rate,
 )
 from grand_engine.stages.video_common import by_object, frames_of
 
@@ -144,7 +144,7 @@ class VideoExpression(Verify):
 
     def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any] | ErrorRecord]:
         rows: dict[str, list[dict[str, Any]]] = {v: [] for v in image_ids}
-        cases: list[_Case] = []
+        cases: list[Case] = []
         info: dict[str, dict[str, Any]] = {}
         for video_id in image_ids:
             levels = [by_object(unit, stage, video_id) for stage in LEVELS]
@@ -169,10 +169,10 @@ class VideoExpression(Verify):
                     "slot": len(rows[video_id]),
                 }
                 rows[video_id].append({})
-                cases.append(_Case(case_id, "", self.level_vocabulary(category, texts), []))
+                cases.append(Case(case_id, "", self.level_vocabulary(category, texts), []))
         seeds = [self.seed_for(c.image_id, "expression", 0) for c in cases]
         first = self.complete([info[c.image_id]["conversation"] for c in cases], seeds)
-        active: list[_Case] = []
+        active: list[Case] = []
         for case, gen in zip(cases, first, strict=True):
             if gen.ok:
                 case.captions.append(gen.text)
@@ -214,14 +214,14 @@ class VideoExpression(Verify):
             lemmas.add("person" if lemma in PERSON_WORDS or token.text.lower() in PERSON_WORDS else lemma)
         return head in lemmas
 
-    def _verify(self, unit: UnitInput, cases: list[_Case], info: dict[str, dict[str, Any]]) -> None:
+    def _verify(self, unit: UnitInput, cases: list[Case], info: dict[str, dict[str, Any]]) -> None:
         active = cases
         for round_ in range(self.max_rounds + 1):
             if not active:
                 break
             checked = self._checklists(active, round_)
             self._match(unit, checked)
-            regenerate: list[_Case] = []
+            regenerate: list[Case] = []
             for case in checked:
                 case.checked.append(case.verdicts)
                 named = self.names_category(case.caption, info[case.image_id]["category"])
@@ -243,7 +243,7 @@ class VideoExpression(Verify):
                     regenerate.append(case)
             active = self._regenerate_with(regenerate, round_ + 1, info)
 
-    def _detector_pass(self, unit: UnitInput, cases: list[_Case]) -> None:
+    def _detector_pass(self, unit: UnitInput, cases: list[Case]) -> None:
         """The ``verify`` detector pass on each object's key frame instead of an image."""
         with_frames = [c for c in cases if c.image_id in self._key_frames]
         super()._detector_pass(_KeyFrames(self._key_frames), with_frames)
@@ -258,7 +258,7 @@ class VideoExpression(Verify):
                 (out[meta["id"]],) = frames_of(unit, meta["video_id"], [indices.index(meta["key_frame"])])
         return out
 
-    def _regenerate_with(self, cases: list[_Case], round_: int, info: dict[str, dict[str, Any]]) -> list[_Case]:
+    def _regenerate_with(self, cases: list[Case], round_: int, info: dict[str, dict[str, Any]]) -> list[Case]:
         """Step 4 for every case with feedback; returns the cases with a usable new expression."""
         if not cases:
             return []
@@ -268,7 +268,7 @@ class VideoExpression(Verify):
             problems = []
             failed = [v["item"] for v in case.verdicts if v["verdict"] == UNCONFIRMED]
             if failed:
-                problems.append(f"it mentions things the descriptions do not: {_quoted_list(failed)}")
+                problems.append(f"it mentions things the descriptions do not: {quoted_list(failed)}")
             if not meta.get("named"):
                 problems.append(f'it does not call the object a "{meta["category"]}"')
             feedback = render_prompt(FEEDBACK_PROMPT, problems="; ".join(problems), category=meta["category"])
@@ -276,7 +276,7 @@ class VideoExpression(Verify):
                 [*meta["conversation"], {"role": "assistant", "content": case.caption}, *user_turn(feedback)]
             )
         seeds = [self.seed_for(c.image_id, "expression", round_) for c in cases]
-        kept: list[_Case] = []
+        kept: list[Case] = []
         for case, gen in zip(cases, self.complete(conversations, seeds), strict=True):
             case.rounds = round_
             if gen.ok:
@@ -286,7 +286,7 @@ class VideoExpression(Verify):
                 case.status = FAILED  # the last checked expression stays
         return kept
 
-    def _object_row(self, case: _Case, meta: dict[str, Any]) -> dict[str, Any]:
+    def _object_row(self, case: Case, meta: dict[str, Any]) -> dict[str, Any]:
         final = case.checked[-1] if case.checked and case.status != UNCHECKED else []
         before = case.checked[0] if case.checked else []
         named = meta.get("named")
@@ -304,8 +304,8 @@ class VideoExpression(Verify):
                 "checklist": final,
                 "items_checked": len(final),
                 "items_confirmed": sum(v["verdict"] == CONFIRMED for v in final),
-                "hallucination_rate_before": _rate(before),
-                "hallucination_rate_after": _rate(final),
+                "hallucination_rate_before": rate(before),
+                "hallucination_rate_after": rate(final),
             },
         )
 

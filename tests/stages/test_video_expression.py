@@ -12,6 +12,7 @@ import pytest
 from grand_engine.models.base import load_adapter
 from grand_engine.models.text import minilm_spec
 from grand_engine.phrases import load_nlp
+from grand_engine.stages.verify import CONFIRMED, UNCONFIRMED, Case, quoted_list, rate
 from grand_engine.stages.video_expression import VideoExpression, merge_conversation
 from grand_engine.stages.video_text import OBJECT_LEVEL, OBJECT_TEXT
 from grand_engine.testing import run_stage
@@ -178,3 +179,13 @@ def test_the_detector_looks_at_the_key_frame(models: dict, tmp_path: Path, video
         "detector",
         "none",
     )
+
+
+def test_the_verify_helpers_it_shares() -> None:
+    assert quoted_list(["a red collar"]) == '"a red collar"'
+    assert quoted_list(["horns", "a fence", "grass"]) == '"horns", "a fence" and "grass"'
+    assert rate([]) is None
+    verdicts = [{"verdict": CONFIRMED}, {"verdict": UNCONFIRMED}, {"verdict": CONFIRMED}, {"verdict": UNCONFIRMED}]
+    assert rate(verdicts) == 0.5
+    case = Case("sav_1/0", "", None, ["first", "second"])
+    assert case.caption == "second" and case.rounds == 0 and case.status is None
