@@ -1,4 +1,5 @@
-"""CLIP image/text embeddings with open_clip (family ``clip``), incl. EVA02-CLIP.
+"""Image/text embeddings: open_clip (family ``clip``, incl. EVA02-CLIP) and transformers dual encoders (family
+``hf_clip``: SigLIP 2, SigLIP, CLIP).
 
 The model id is an open_clip reference: ``hf-hub:org/repo`` (e.g.
 ``hf-hub:timm/eva02_large_patch14_clip_336.merged2b_s6b_b61k`` = EVA02-L-14-336 / merged2b_s6b_b61k),
@@ -18,8 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from grand_engine.models.base import Adapter, looks_local, strip_scheme
-from grand_engine.models.imaging import check_images, chunks
+from grand_engine.models.base import Adapter, hf_load_kwargs, looks_local, strip_scheme
+from grand_engine.models.imaging import CHANNELS_LAST, check_images, chunks
 
 LOGIT_SCALE = 100.0
 """CLIP's trained logit scale (EVA-CLIP label assignment uses softmax(100 · cos))."""
@@ -46,40 +47,25 @@ def _precision(dtype: Any) -> str:
     return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
 
 
-class ClipAdapter(Adapter):
-    """open_clip model + tokenizer + eval preprocessing."""
+class ImageTextEmbedder(Adapter):
+    """What the CLIP-style families share: a bounded per-adapter text cache, label scoring and batching. A subclass
+    loads its model and implements :meth:`_embed_images` and :meth:`_embed_texts` (one batch, L2-normalised)."""
 
-    family = "clip"
     batch_size: int = 64
 
-    def load(self) -> None:
-        # open_clip is heavy: imported on first use
-        import open_clip
-
-        name = open_clip_name(self.spec.id)
-        pretrained = self.spec.options.get("pretrained")
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name,
-            pretrained=None if name.startswith(("hf-hub:", "local-dir:")) else pretrained,
-            device=self.device,
-            precision=_precision(self.dtype),
-        )
-        self.model = model.eval()
-        self.preprocess = preprocess
-        self.tokenizer = open_clip.get_tokenizer(name)
+    def _setup_common(self) -> None:
         self.batch_size = int(self.spec.options.get("batch_size", self.batch_size))
         self._text_cache: dict[str, np.ndarray] = {}
 
+    def _embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
     @property
     def embed_dim(self) -> int:
-        return (
-            int(self.model.text_projection.shape[-1])
-            if hasattr(self.model, "text_projection")
-            else len(self.encode_texts(["a"])[0])
-        )
-
-    def _dtype(self) -> Any:
-        return next(self.model.parameters()).dtype
+        return len(self.encode_texts(["a"])[0])
 
     def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """L2-normalised embeddings ``(N, D)`` float32 of RGB crops of any size."""
@@ -87,12 +73,8 @@ class ClipAdapter(Adapter):
         import torch
 
         images = check_images(images)
-        parts = []
         with torch.inference_mode():
-            for _, part in chunks(images, self.batch_size):
-                x = torch.stack([self.preprocess(Image.fromarray(im)) for im in part])
-                x = x.to(self.device, dtype=self._dtype())
-                parts.append(self.model.encode_image(x, normalize=True).float().cpu().numpy())
+            parts = [self._embed_images(part) for _, part in chunks(images, self.batch_size)]
         if not parts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return np.concatenate(parts).astype(np.float32)
@@ -109,10 +91,8 @@ class ClipAdapter(Adapter):
             missing = list(dict.fromkeys(texts))
         with torch.inference_mode():
             for _, part in chunks(missing, self.batch_size * 4):
-                tokens = self.tokenizer(list(part)).to(self.device)
-                embeds = self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
-                for t, e in zip(part, embeds, strict=True):
-                    self._text_cache[t] = e.astype(np.float32)
+                for t, e in zip(part, self._embed_texts(list(part)), strict=True):
+                    self._text_cache[t] = np.asarray(e, dtype=np.float32)
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return np.stack([self._text_cache[t] for t in texts])
@@ -137,6 +117,93 @@ class ClipAdapter(Adapter):
             softmax_scores(image_embeds[i : i + 1], self.encode_texts(labels))[0]
             for i, labels in enumerate(labels_per_image)
         ]
+
+
+class ClipAdapter(ImageTextEmbedder):
+    """open_clip model + tokenizer + eval preprocessing."""
+
+    family = "clip"
+
+    def load(self) -> None:
+        # open_clip is heavy: imported on first use
+        import open_clip
+
+        name = open_clip_name(self.spec.id)
+        pretrained = self.spec.options.get("pretrained")
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name,
+            pretrained=None if name.startswith(("hf-hub:", "local-dir:")) else pretrained,
+            device=self.device,
+            precision=_precision(self.dtype),
+        )
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(name)
+        self._setup_common()
+
+    @property
+    def embed_dim(self) -> int:
+        if hasattr(self.model, "text_projection"):
+            return int(self.model.text_projection.shape[-1])
+        return super().embed_dim
+
+    def _embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        # torch is heavy: imported on first use
+        import torch
+
+        x = torch.stack([self.preprocess(Image.fromarray(im)) for im in images])
+        x = x.to(self.device, dtype=next(self.model.parameters()).dtype)
+        return self.model.encode_image(x, normalize=True).float().cpu().numpy()
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(texts).to(self.device)
+        return self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
+
+
+class HFClipAdapter(ImageTextEmbedder):
+    """Dual-encoder image-text models through transformers (family ``hf_clip``): SigLIP 2
+    (``google/siglip2-*``, fixed-resolution and NaFlex), SigLIP, CLIP, loaded with ``AutoModel`` +
+    ``AutoProcessor`` from a Hub id or a local folder.
+
+    Texts are padded to the text tower's full length (``max_position_embeddings``: 64 for SigLIP, 77 for CLIP), as
+    SigLIP was trained; images go through the checkpoint's own processor. Scores are ``softmax(100 · cos)`` like the
+    ``clip`` family, so the stages' label rules do not depend on the family (for SigLIP this ranks labels exactly
+    as its sigmoid scores do)."""
+
+    family = "hf_clip"
+
+    def load(self) -> None:
+        # transformers is heavy: imported on first use
+        from transformers import AutoModel, AutoProcessor
+
+        kwargs = hf_load_kwargs(self.spec)
+        self.processor = AutoProcessor.from_pretrained(self.model_path, **kwargs)
+        model = AutoModel.from_pretrained(self.model_path, dtype=self.dtype, **kwargs)
+        self.model = model.to(self.device).eval()
+        self.text_length = int(self.model.config.text_config.max_position_embeddings)
+        self._setup_common()
+
+    def _features(self, out: Any) -> np.ndarray:
+        # torch is heavy: imported on first use
+        import torch
+
+        embeds = out if isinstance(out, torch.Tensor) else out.pooler_output
+        return torch.nn.functional.normalize(embeds.float(), dim=-1).cpu().numpy()
+
+    def _embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        inputs = self.processor(images=list(images), return_tensors="pt", input_data_format=CHANNELS_LAST).to(
+            self.device
+        )
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return self._features(self.model.get_image_features(**inputs))
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self.processor.tokenizer(
+            texts, padding="max_length", max_length=self.text_length, truncation=True, return_tensors="pt"
+        ).to(self.device)
+        # what the checkpoint's tokenizer returns (SigLIP's returns no attention mask: its text tower reads the padding)
+        keep = {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        return self._features(self.model.get_text_features(**keep))
 
 
 def softmax_scores(image_embeds: np.ndarray, text_embeds: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:

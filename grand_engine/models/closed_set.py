@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from grand_engine.models.base import Adapter, hf_load_kwargs
-from grand_engine.models.imaging import Detections, check_images, chunks, clip_boxes, place
+from grand_engine.models.imaging import CHANNELS_LAST, Detections, check_images, chunks, clip_boxes, place
 
 
 class ClosedSetDetector(Adapter):
@@ -43,7 +43,9 @@ class ClosedSetDetector(Adapter):
         out: list[Detections] = []
         with torch.inference_mode():
             for _, part in chunks(images, self.batch_size):
-                inputs = self.processor(images=list(part), return_tensors="pt").to(self.device)
+                inputs = self.processor(images=list(part), return_tensors="pt", input_data_format=CHANNELS_LAST).to(
+                    self.device
+                )
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
                 outputs = self.model(**inputs)
                 outputs.logits = outputs.logits.float().cpu()

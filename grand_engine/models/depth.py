@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from grand_engine.models.base import Adapter, hf_load_kwargs
-from grand_engine.models.imaging import check_images, chunks, place
+from grand_engine.models.imaging import CHANNELS_LAST, check_images, chunks, place
 
 
 @dataclass
@@ -92,5 +92,5 @@ class DepthAdapter(Adapter):
         # torch is heavy: imported on first use
         import torch
 
-        values = self.processor(images=image, return_tensors="pt")["pixel_values"]
+        values = self.processor(images=image, return_tensors="pt", input_data_format=CHANNELS_LAST)["pixel_values"]
         return torch.as_tensor(values)[0]

@@ -18,6 +18,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 """ImageNet normalisation (DINO, DPT-family depth, Grounding DINO, Florence-2, SAM)."""
 
+CHANNELS_LAST = "channels_last"
+"""Passed to transformers image processors with every array: they otherwise guess the channel axis, and read an image
+exactly 1 or 3 pixels tall (a small crop) as channels-first."""
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 """OpenAI CLIP normalisation (CLIP, EVA-CLIP, OWL-ViT, OWLv2, LLaVA, BLIP-2, Kosmos-2)."""
@@ -80,6 +84,19 @@ def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     out[:, 0::2] = np.clip(out[:, 0::2], 0, width)
     out[:, 1::2] = np.clip(out[:, 1::2], 0, height)
     return out
+
+
+def check_box_prompts(boxes_xyxy: Any, height: int, width: int, max_boxes_per_call: int = 1) -> np.ndarray:
+    """Box prompts as ``(N, 4)`` float32 xyxy clipped to the image; ValueError for non-finite numbers, unordered
+    corners or a batch limit below 1 (the rules every promptable segmenter shares)."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+    if not np.isfinite(boxes).all():
+        raise ValueError("SAM box prompts must be finite numbers")
+    if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
+        raise ValueError("SAM box prompts must be xyxy with x2 >= x1 and y2 >= y1")
+    if max_boxes_per_call < 1:
+        raise ValueError(f"max_boxes_per_call must be at least 1, got {max_boxes_per_call}")
+    return clip_boxes(boxes, height, width)
 
 
 def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:

@@ -192,7 +192,8 @@ class LLM(Adapter):
     ``spec.options``: ``max_num_seqs`` (conversations per forward batch, both backends),
     ``gpu_memory_utilization`` and ``max_model_len`` (vLLM), ``engine_kwargs`` (extra ``vllm.LLM``
     arguments), ``tokenizer`` (vLLM tokenizer for GGUF files), ``chat_template`` (a Jinja string that
-    replaces the checkpoint's).
+    replaces the checkpoint's), ``chat_template_kwargs`` (variables for the template, e.g.
+    ``{enable_thinking: false}`` for Qwen3's hybrid models).
     """
 
     family = "llm"
@@ -245,9 +246,15 @@ class _Backend:
     tokenizer: Any
     template: str
 
+    template_kwargs: dict[str, Any] = {}  # replaced per instance, never mutated
+
     def render(self, conversation: Conversation) -> str:
         return self.tokenizer.apply_chat_template(
-            conversation, chat_template=self.template, tokenize=False, add_generation_prompt=True
+            conversation,
+            chat_template=self.template,
+            tokenize=False,
+            add_generation_prompt=True,
+            **self.template_kwargs,
         )
 
     def encode(self, conversation: Conversation) -> list[int]:
@@ -291,6 +298,7 @@ class _TransformersBackend(_Backend):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.template = spec.options.get("chat_template") or self.tokenizer.chat_template or VICUNA_TEMPLATE
+        self.template_kwargs = dict(spec.options.get("chat_template_kwargs") or {})
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         prepare_for_generation(self.model)
         self.max_num_seqs = int(spec.options.get("max_num_seqs", 16))
@@ -384,6 +392,7 @@ class _VllmBackend(_Backend):
         tokenizer = self.engine.get_tokenizer()
         self.tokenizer = tokenizer
         self.template = opts.get("chat_template") or getattr(tokenizer, "chat_template", None) or VICUNA_TEMPLATE
+        self.template_kwargs = dict(opts.get("chat_template_kwargs") or {})
 
     def chat(
         self,

@@ -29,6 +29,7 @@ import numpy as np
 
 from grand_engine.models.base import Adapter, hf_load_kwargs
 from grand_engine.models.imaging import (
+    CHANNELS_LAST,
     Detections,
     check_image,
     check_images,
@@ -155,7 +156,9 @@ class OwlDetector(OpenVocabDetector):
 
     def _image_heads(self, images: Sequence[np.ndarray]):
         """Per-patch image features and normalised ``cxcywh`` boxes for a batch."""
-        pixel_values = self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        pixel_values = self.processor.image_processor(
+            images=list(images), return_tensors="pt", input_data_format=CHANNELS_LAST
+        )["pixel_values"]
         pixel_values = pixel_values.to(self.device, dtype=self.model.dtype)
         feature_map = self.model.image_embedder(pixel_values=pixel_values)[0]
         b, h, w, d = feature_map.shape
@@ -336,6 +339,7 @@ class GroundingDinoDetector(OpenVocabDetector):
             truncation=True,
             max_length=self.max_text_len,
             return_tensors="pt",
+            input_data_format=CHANNELS_LAST,
         ).to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         out = self.model(**inputs)

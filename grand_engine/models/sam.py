@@ -24,7 +24,7 @@ from huggingface_hub import hf_hub_download
 
 from grand_engine.io import rle
 from grand_engine.models.base import Adapter, ModelNotFoundError, hub_offline, looks_local
-from grand_engine.models.imaging import check_image, clip_boxes
+from grand_engine.models.imaging import check_box_prompts, check_image
 from grand_engine.models.sam_arch import CONFIG_FILE, SamArch, arch_from_config, build_sam, guess_model_type
 
 
@@ -105,16 +105,9 @@ class SamAdapter(Adapter):
 
         image = check_image(image)
         h, w = image.shape[:2]
-        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
-        if not np.isfinite(boxes).all():
-            raise ValueError("SAM box prompts must be finite numbers")
-        if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
-            raise ValueError("SAM box prompts must be xyxy with x2 >= x1 and y2 >= y1")
+        boxes = check_box_prompts(boxes_xyxy, h, w, max_boxes_per_call)
         if len(boxes) == 0:
             return [], np.zeros((0,), np.float32)
-        if max_boxes_per_call < 1:
-            raise ValueError(f"max_boxes_per_call must be at least 1, got {max_boxes_per_call}")
-        boxes = clip_boxes(boxes, h, w)
         self.predictor.set_image(image)
         masks_out: list[dict[str, Any]] = []
         scores_out: list[np.ndarray] = []

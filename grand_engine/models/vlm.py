@@ -119,7 +119,9 @@ def loc_bins_to_box(bins: Sequence[int], image_size: tuple[int, int]) -> Box:
 
 class VLM(Adapter):
     """A captioning / grounding VLM. ``spec.options``: ``chat`` (bool, force or disable the chat template;
-    default: use it when the processor has one), ``max_batch_size`` (images per ``generate``, default 8)."""
+    default: use it when the processor has one), ``max_batch_size`` (images per ``generate``, default 8),
+    ``min_pixels`` / ``max_pixels`` (native-resolution processors such as Qwen-VL's: the pixel budget an image is
+    resized into, which sets its number of visual tokens)."""
 
     family = "vlm"
 
@@ -141,8 +143,25 @@ class VLM(Adapter):
         has_template = getattr(self.processor, "chat_template", None) is not None
         self.chat = bool(self.spec.options.get("chat", has_template))
         self.max_batch_size = int(self.spec.options.get("max_batch_size", 8))
+        self._set_pixel_budget()
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         prepare_for_generation(self.model)
+
+    def _set_pixel_budget(self) -> None:
+        """Apply ``min_pixels`` / ``max_pixels`` to a processor that resizes into a pixel budget (its ``size`` holds
+        ``shortest_edge`` / ``longest_edge`` as pixel counts); any other processor rejects them."""
+        wanted = {k: int(self.spec.options[k]) for k in ("min_pixels", "max_pixels") if k in self.spec.options}
+        if not wanted:
+            return
+        image_processor = self.processor.image_processor
+        size = dict(getattr(image_processor, "size", None) or {})
+        if "longest_edge" not in size or not hasattr(image_processor, "merge_size"):
+            raise ValueError(f"model {self.spec.id!r}: min_pixels/max_pixels need a native-resolution processor")
+        if "min_pixels" in wanted:
+            size["shortest_edge"] = wanted["min_pixels"]
+        if "max_pixels" in wanted:
+            size["longest_edge"] = wanted["max_pixels"]
+        image_processor.size = size
 
     # ------------------------------------------------------------------ generic generation
 
@@ -310,6 +329,29 @@ class VLM(Adapter):
         texts, _ = self._run([pil], PHRASE_GROUNDING + caption, max_new_tokens)
         return self.florence_regions(texts[0], PHRASE_GROUNDING, pil.size)
 
+    def ground_phrases(
+        self, image: Any, caption: str, spans: Sequence[tuple[int, int]], threshold: float = 0.0
+    ) -> list[tuple[np.ndarray, float] | None]:
+        """The grounder interface of the ``grounding_dino`` family on Florence-2: ``<CAPTION_TO_PHRASE_GROUNDING>``
+        runs once on the whole caption, and each character span ``[start, end)`` takes the first box whose phrase
+        matches it (:func:`same_phrase`). Florence-2 gives no score, so a grounded span scores 1.0; a span with no
+        matching phrase (or an empty one) gets None. ``threshold`` is accepted for the interface (1.0 passes any)."""
+        for s, e in spans:
+            if not 0 <= s <= e <= len(caption):
+                raise ValueError(f"span ({s}, {e}) is outside the caption of length {len(caption)}")
+        if not any(caption[s:e].strip() for s, e in spans):
+            return [None] * len(spans)
+        regions = self.phrase_grounding(image, caption)
+        out: list[tuple[np.ndarray, float] | None] = []
+        for s, e in spans:
+            phrase = caption[s:e]
+            match = next((r for r in regions if phrase.strip() and same_phrase(r.text, phrase)), None)
+            if match is None or threshold > 1.0:
+                out.append(None)
+            else:
+                out.append((np.asarray(match.box, dtype=np.float32), 1.0))
+        return out
+
     # ------------------------------------------------------------------ Kosmos-2
 
     def grounded_captions(
@@ -327,6 +369,24 @@ class VLM(Adapter):
             caption, entities = self.processor.post_process_generation(prompt + raw, cleanup_and_extract=True)
             results.append(GroundedCaption(caption=caption, phrases=kosmos_entities_to_pixels(entities, im.size)))
         return results
+
+
+ARTICLES = ("a ", "an ", "the ")
+
+
+def _phrase_key(text: str) -> str:
+    words = " ".join("".join(c if c.isalnum() or c.isspace() else " " for c in text.lower()).split())
+    for article in ARTICLES:
+        if words.startswith(article):
+            return words[len(article) :]
+    return words
+
+
+def same_phrase(found: str, wanted: str) -> bool:
+    """True when a grounded phrase names the wanted one: equal once lower-cased, stripped of punctuation and of a
+    leading article (``A red car.`` matches ``the red car``)."""
+    key = _phrase_key(wanted)
+    return bool(key) and _phrase_key(found) == key
 
 
 def kosmos_entities_to_pixels(

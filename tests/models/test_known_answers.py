@@ -258,6 +258,21 @@ def test_depth_map_follows_the_image(tiny_dir: Path, name: str, white: float, dt
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
 
+def _assert_colour_labels(embedder) -> None:
+    embedder.batch_size = 2
+    crops = [
+        bright_image(7, 3, (0, 0, 7, 3), COLOURS["red"]),
+        bright_image(900, 700, (0, 0, 900, 700), COLOURS["blue"]),
+        bright_image(333, 41, (0, 0, 333, 41), COLOURS["green"]),
+        bright_image(64, 64, (0, 0, 64, 64), COLOURS["red"]),
+    ]
+    labels = [["green", "red", "blue"], ["red", "blue"], ["green", "blue", "red"], ["blue", "red"]]
+    probs = embedder.classify_each(crops, labels)
+    picked = [options[int(np.argmax(p))] for options, p in zip(labels, probs, strict=True)]
+    assert picked == ["red", "blue", "green", "red"]
+    assert all(float(p.max()) > 0.99 for p in probs)  # softmax(100 cos): cos 1 against cos 0
+
+
 @pytest.mark.parametrize("name", ["clip-vit", "clip-eva02"])
 def test_clip_label_assignment_by_colour(tiny_dir: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The oracle embeds an image as its mean colour (un-normalised from the network's real input) and the labels
@@ -283,18 +298,7 @@ def test_clip_label_assignment_by_colour(tiny_dir: Path, name: str, monkeypatch:
 
     monkeypatch.setattr(clip.model, "encode_image", encode_image)
     monkeypatch.setattr(clip.model, "encode_text", encode_text)
-    clip.batch_size = 2
-    crops = [
-        bright_image(7, 3, (0, 0, 7, 3), COLOURS["red"]),
-        bright_image(900, 700, (0, 0, 900, 700), COLOURS["blue"]),
-        bright_image(333, 41, (0, 0, 333, 41), COLOURS["green"]),
-        bright_image(64, 64, (0, 0, 64, 64), COLOURS["red"]),
-    ]
-    labels = [["green", "red", "blue"], ["red", "blue"], ["green", "blue", "red"], ["blue", "red"]]
-    probs = clip.classify_each(crops, labels)
-    picked = [options[int(np.argmax(p))] for options, p in zip(labels, probs, strict=True)]
-    assert picked == ["red", "blue", "green", "red"]
-    assert all(float(p.max()) > 0.99 for p in probs)  # softmax(100 cos): cos 1 against cos 0
+    _assert_colour_labels(clip)
 
 
 # --- VLM captioning (decoder-only) ------------------------------------------------------------------------------
@@ -305,7 +309,21 @@ def _colour_word(pixels: torch.Tensor) -> str:
     return list(COLOURS)[int(pixels.float().mean(dim=(1, 2)).argmax())]
 
 
-@pytest.mark.parametrize("name", ["llava", "blip2"])
+def _row_colours(pixel_values: torch.Tensor, grid_thw: torch.Tensor | None) -> list[str]:
+    """One colour word per image: from ``(B, 3, H, W)`` pixels, or from Qwen-VL's flattened patches (one row per
+    patch of ``3 x temporal x patch x patch`` values, ``grid_thw`` patches per image)."""
+    if grid_thw is None:
+        return [_colour_word(row) for row in pixel_values]
+    words, start = [], 0
+    for t, h, w in grid_thw.tolist():
+        patches = pixel_values[start : start + t * h * w].float()
+        start += t * h * w
+        per_channel = patches.reshape(len(patches), 3, -1).mean(dim=(0, 2))
+        words.append(list(COLOURS)[int(per_channel.argmax())])
+    return words
+
+
+@pytest.mark.parametrize("name", ["llava", "blip2", "qwen3-vl"])
 def test_vlm_caption_names_each_images_colour(tiny_dir: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The oracle ``generate`` writes "a <colour> square" for each row's own pixels and appends it to the prompt,
     as decoder-only generation does; the adapter must return each image's caption, in input order, without the
@@ -313,10 +331,11 @@ def test_vlm_caption_names_each_images_colour(tiny_dir: Path, name: str, monkeyp
     vlm = load_adapter(ModelSpec(id=str(tiny_dir / name), family="vlm"))
     tok = vlm.tokenizer
 
-    def generate(input_ids, pixel_values, **_):
+    def generate(input_ids, pixel_values, image_grid_thw=None, **_):
+        colours = _row_colours(pixel_values, image_grid_thw)
         rows = []
         for row in range(len(input_ids)):
-            words = tok.encode(f"a {_colour_word(pixel_values[row])} square", add_special_tokens=False)
+            words = tok.encode(f"a {colours[row]} square", add_special_tokens=False)
             rows.append(input_ids[row].tolist() + words + [tok.eos_token_id])
         longest = max(len(r) for r in rows)
         return torch.tensor([r + [tok.pad_token_id] * (longest - len(r)) for r in rows])
@@ -410,7 +429,7 @@ def test_florence_region_description_reads_the_prompted_region(florence, monkeyp
 
 
 def _bigram_llama(source: Path, dest: Path, reply: str) -> None:
-    """The tiny Llama rewired so that it always answers ``reply``: attention and MLP outputs are zeroed, so the last
+    """A tiny Llama-style decoder (Llama, Qwen3) rewired so that it always answers ``reply``: attention and MLP outputs are zeroed, so the last
     hidden state is the current token's (normalised) embedding, and the output layer maps each token of the chain
     prompt-end -> reply tokens -> EOS to its successor. Whatever the prompt, greedy decoding writes ``reply``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -435,8 +454,9 @@ def _bigram_llama(source: Path, dest: Path, reply: str) -> None:
     tok.save_pretrained(dest)
 
 
-def test_llm_transformers_backend_answers_by_construction(tiny_dir: Path, tmp_path: Path) -> None:
-    _bigram_llama(tiny_dir / "llama", tmp_path / "bigram", "the cat sleeps")
+@pytest.mark.parametrize("name", ["llama", "qwen3"])
+def test_llm_transformers_backend_answers_by_construction(tiny_dir: Path, tmp_path: Path, name: str) -> None:
+    _bigram_llama(tiny_dir / name, tmp_path / "bigram", "the cat sleeps")
     llm = load_adapter(ModelSpec(id=str(tmp_path / "bigram"), family="llm", dtype="float32"))
     conversations = [
         [{"role": "user", "content": "Describe the scene."}],
@@ -448,3 +468,162 @@ def test_llm_transformers_backend_answers_by_construction(tiny_dir: Path, tmp_pa
     assert [c.text for c in sampled] == ["the cat sleeps"] * 2  # the margins leave sampling no other choice
     cut = llm.chat(conversations[:1], max_new_tokens=2, temperature=0.0, top_p=1.0, seed=0)[0]
     assert cut.finish_reason == "length" and "the cat sleeps".startswith(cut.text) and cut.text != "the cat sleeps"
+
+
+def test_siglip2_label_assignment_by_colour(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same oracle on the transformers SigLIP 2 (family ``hf_clip``): its processor normalises with mean/std 0.5
+    and pads texts to 64 tokens."""
+    clip = load_adapter(ModelSpec(id=str(tiny_dir / "siglip2"), family="hf_clip"))
+    dim = 32
+    axes = {}
+    for k, colour in enumerate(COLOURS):
+        tokens = clip.processor.tokenizer([colour], padding="max_length", max_length=clip.text_length)
+        axes[tuple(tokens["input_ids"][0])] = k
+
+    def get_image_features(pixel_values, **_):
+        rgb = (pixel_values.float() * 0.5 + 0.5).mean(dim=(2, 3))
+        out = torch.zeros(len(pixel_values), dim)
+        out[:, :3] = rgb
+        return out
+
+    def get_text_features(input_ids, **_):
+        out = torch.zeros(len(input_ids), dim)
+        for row, t in enumerate(input_ids.tolist()):
+            out[row, axes.get(tuple(t), 3)] = 1.0
+        return out
+
+    monkeypatch.setattr(clip.model, "get_image_features", get_image_features)
+    monkeypatch.setattr(clip.model, "get_text_features", get_text_features)
+    _assert_colour_labels(clip)
+
+
+# --- SAM 2 box prompts (transformers) -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sam2(tiny_dir: Path):
+    return load_adapter(ModelSpec(id=str(tiny_dir / "sam2"), family="sam2"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_sam2_box_prompts_give_the_box_back_as_a_mask(sam2, case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oracle mask decoder is HIGH inside each prompt box as the processor hands it over (in the stretched
+    1024x1024 frame) on SAM 2's 256x256 low-resolution grid."""
+    from grand_engine.io import rle
+
+    def forward(image_embeddings, input_boxes, multimask_output=False, **_):
+        boxes = input_boxes[0]
+        grid = (torch.arange(256, dtype=torch.float32) + 0.5) * 4
+        logits = torch.full((1, len(boxes), 1, 256, 256), LOW)
+        for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+            inside = ((grid >= y1) & (grid < y2))[:, None] & ((grid >= x1) & (grid < x2))[None, :]
+            logits[0, k, 0][inside] = HIGH
+        return SimpleNamespace(pred_masks=logits, iou_scores=torch.full((1, len(boxes), 1), 0.8))
+
+    monkeypatch.setattr(sam2.model, "forward", forward)
+    h, w = case.height, case.width
+    prompts = [case.box, (0, 0, max(2, w // 5), max(2, h // 4)), case.box]
+    masks, scores = sam2.segment_boxes_with_scores(case.image, prompts, max_boxes_per_call=2)
+    assert scores.tolist() == pytest.approx([0.8, 0.8, 0.8])
+    for prompt, mask in zip(prompts, masks, strict=True):
+        assert mask["size"] == [h, w]
+        decoded = rle.decode(mask)
+        np.testing.assert_allclose(mask_box(decoded), prompt, atol=1.0 + max(h / 256, w / 256))
+        x1, y1, x2, y2 = prompt
+        assert decoded[y1:y2, x1:x2].mean() > 0.9
+
+
+# --- SAM 3 text prompts -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sam3(tiny_dir: Path):
+    return load_adapter(ModelSpec(id=str(tiny_dir / "sam3"), family="sam3"))
+
+
+def test_sam3_boxes_and_query_labels(sam3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Query 0 of the prompt "a cat" is the white rectangle (xyxy, normalised over the stretched 1008x1008 input)
+    with HIGH logit and presence; every other prompt's queries and presence are LOW."""
+    model = sam3.model
+    target = sam3.text_features(["a cat"])[0][0]
+    seen: dict[str, torch.Tensor] = {}
+    real_vision = model.get_vision_features
+
+    def get_vision_features(pixel_values, **kwargs):
+        seen["pixels"] = pixel_values
+        return real_vision(pixel_values=pixel_values, **kwargs)
+
+    def forward(vision_embeds, text_embeds, attention_mask=None, **_):
+        prompts = text_embeds.pooler_output
+        n, queries = len(prompts), model.config.detr_decoder_config.num_queries
+        cx, cy, bw, bh = bright_box_in_input(seen["pixels"][0, 0].float().numpy())
+        logits = torch.full((n, queries), LOW)
+        presence = torch.full((n, 1), LOW)
+        boxes = torch.tensor([0.1, 0.1, 0.2, 0.2]).repeat(n, queries, 1)
+        for row in range(n):
+            if torch.allclose(prompts[row], target):
+                logits[row, 0], presence[row, 0] = HIGH, HIGH
+                boxes[row, 0] = torch.tensor([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
+        return SimpleNamespace(pred_logits=logits, pred_boxes=boxes, presence_logits=presence, pred_masks=None)
+
+    monkeypatch.setattr(model, "get_vision_features", get_vision_features)
+    monkeypatch.setattr(model, "forward", forward)
+    sam3.batch_size = 2  # three prompts: two decoder batches
+    found = sam3.detect([c.image for c in CASES], [["a dog", "trees", "a cat"]] * len(CASES), threshold=0.5)
+    for case, det in zip(CASES, found, strict=True):
+        assert det.labels == ["a cat"] and det.label_ids.tolist() == [2], case.name
+        assert det.scores[0] == pytest.approx((1 / (1 + np.exp(-HIGH))) ** 2, rel=1e-4)
+        assert_box(det.boxes[0], case, (1008, 1008))
+    sam3.set_vocabulary(["a cat", "a dog"])
+    vocab = sam3.detect_vocabulary([CASES[0].image], threshold=0.5)[0]
+    assert vocab.labels == ["a cat"] and vocab.label_ids.tolist() == [0]
+
+
+def test_qwen_vl_pixel_budget_sets_the_visual_tokens(tiny_dir: Path) -> None:
+    """``max_pixels`` caps the resized area: a 1501x1123 image at 200,704 pixels (196 merged 32-px tokens) becomes
+    a grid of 2x2-merged 16-px patches whose area is at most the budget; without the option the real budget
+    (16,777,216 pixels) keeps the image near its own size."""
+    capped = load_adapter(ModelSpec(id=str(tiny_dir / "qwen3-vl"), family="vlm", options={"max_pixels": 200_704}))
+    image = CASES[2].image
+    grid = capped.processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0].tolist()
+    assert grid[0] == 1 and grid[1] * grid[2] * 16 * 16 <= 200_704 and grid[1] % 2 == grid[2] % 2 == 0
+    assert abs(grid[2] / grid[1] - 1501 / 1123) < 0.1  # aspect kept
+    full = load_adapter(ModelSpec(id=str(tiny_dir / "qwen3-vl"), family="vlm"))
+    grid = full.processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0].tolist()
+    assert (grid[1] * 16, grid[2] * 16) == (1120, 1504)  # the nearest multiples of 32
+    with pytest.raises(ValueError, match="native-resolution"):
+        load_adapter(ModelSpec(id=str(tiny_dir / "llava"), family="vlm", options={"max_pixels": 1000}))
+
+
+def test_florence_grounds_caption_spans_for_the_grounder_slot(florence, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Florence-2 in the ``ground_phrases`` slot: each span takes the box of the phrase that names it."""
+    from grand_engine.models.vlm import same_phrase
+
+    _florence_oracle(monkeypatch, florence)
+    for case in CASES:
+        dog, cat, empty = florence.ground_phrases(case.image, "dog and a cat", [(0, 3), (8, 13), (3, 4)])
+        assert dog is None and empty is None
+        box, score = cat
+        assert score == 1.0
+        np.testing.assert_allclose(box, case.box, atol=_florence_tolerance(case), err_msg=case.name)
+    assert same_phrase("A red car.", "the red car") and same_phrase("cat", "a cat")
+    assert not same_phrase("a car", "a red car") and not same_phrase("", "the")
+
+
+def test_llm_chat_template_kwargs_reach_the_template(tiny_dir: Path) -> None:
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "<|im_start|>assistant\n{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n"
+        "{% endif %}"
+    )
+    conversation = [{"role": "user", "content": "Hi"}]
+    plain = load_adapter(ModelSpec(id=str(tiny_dir / "qwen3"), family="llm", options={"chat_template": template}))
+    quiet = load_adapter(
+        ModelSpec(
+            id=str(tiny_dir / "qwen3"),
+            family="llm",
+            options={"chat_template": template, "chat_template_kwargs": {"enable_thinking": False}},
+        )
+    )
+    assert plain.prompt_text(conversation).endswith("<|im_start|>assistant\n")
+    assert quiet.prompt_text(conversation).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")

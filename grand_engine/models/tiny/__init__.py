@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 
 from grand_engine.models.base import quiet_transformers
-from grand_engine.models.tiny import clip, closed_set, depth, dino, llm, open_vocab, sam, video, vlm
+from grand_engine.models.tiny import clip, closed_set, depth, dino, llm, open_vocab, sam, sam2, sam3, video, vlm
 
 Builder = Callable[[Path], None]
 
@@ -43,16 +43,21 @@ BUILDERS: dict[str, Builder] = {
     "owlvit": open_vocab.build_owlvit,
     "owlv2": open_vocab.build_owlv2,
     "grounding-dino": open_vocab.build_grounding_dino,
+    "sam3": sam3.build_sam3,
     "clip-vit": clip.build_clip_vit,
     "clip-eva02": clip.build_clip_eva02,
+    "siglip2": clip.build_siglip2,
     "clip-vit-b16": clip.build_clip_vit_b16,
     "dino-vit": dino.build_dino_vit,
     "sam-vit-tiny": sam.build_sam_vit,
+    "sam2": sam2.build_sam2,
     "blip2": vlm.build_blip2,
     "llava": vlm.build_llava,
     "florence2": vlm.build_florence2,
     "kosmos2": vlm.build_kosmos2,
+    "qwen3-vl": vlm.build_qwen3_vl,
     "llama": llm.build_llama,
+    "qwen3": llm.build_qwen3,
     "sam2-video": video.build_sam2_video,
     "qwen2.5-vl": video.build_qwen2_5_vl,
 }

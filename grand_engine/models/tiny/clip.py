@@ -1,5 +1,6 @@
-"""Tiny open_clip checkpoints (family ``clip``): a ViT-B/16-style model and an EVA02-CLIP-style model with a timm
-tower, written in the Hub layout open_clip reads (``open_clip_config.json`` + ``open_clip_model.safetensors``)."""
+"""Tiny image-text dual encoders: open_clip checkpoints (family ``clip``; a ViT and an EVA02-CLIP-style model with a
+timm tower, in the Hub layout open_clip reads: ``open_clip_config.json`` + ``open_clip_model.safetensors``) and a
+SigLIP 2 in the transformers layout (family ``hf_clip``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from grand_engine.models.imaging import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, seeded
+from grand_engine.models.tiny.tokenizers import train_bpe
 
 _TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 
@@ -81,3 +83,45 @@ def build_clip_vit_b16(dest: Path) -> None:
             "text_cfg": dict(_TEXT_CFG),
         },
     )
+
+
+def build_siglip2(dest: Path) -> None:
+    """A 2-layer SigLIP 2 at the input of ``google/siglip2-so400m-patch14-384`` (a fixed-resolution SigLIP 2, which
+    transformers loads as ``SiglipModel``): 384x384 stretched, bilinear, mean/std 0.5, patch 14; the text tower
+    reads 64 tokens of a trained Gemma-style tokenizer."""
+    # transformers is heavy: imported only when a checkpoint is built
+    from transformers import GemmaTokenizer, SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    tokenizer = train_bpe(
+        GemmaTokenizer,
+        vocab_size=1000,
+        special_tokens={"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"},
+    )
+    tokenizer.padding_side = "right"  # SigLIP pads texts at the end to 64 tokens and pools the last position
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 64,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "projection_size": 32,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 384,
+        "patch_size": 14,
+    }
+    with seeded(0):
+        model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).eval()
+    image_processor = SiglipImageProcessor(
+        size={"height": 384, "width": 384}, resample=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
+    )
+    model.save_pretrained(dest)
+    SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(dest)

@@ -58,3 +58,50 @@ def build_llama(dest: Path) -> None:
     )
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
+
+
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""ChatML, the layout of the Qwen3 instruct models (``Qwen/Qwen3-*-Instruct-2507`` write no thinking block)."""
+
+
+def build_qwen3(dest: Path) -> None:
+    """A tiny random ``Qwen3ForCausalLM`` (QK-norm attention, head size 32, grouped KV heads) with a trained
+    byte-level BPE, the ChatML tokens, ``<|im_end|>`` as end of turn and the ChatML template."""
+    # transformers is heavy: imported only when a checkpoint is built
+    from transformers import GenerationConfig, Qwen2Tokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    dest = Path(dest)
+    tokenizer = train_bpe(
+        Qwen2Tokenizer,
+        vocab_size=2000,
+        extra_corpus=[string.ascii_uppercase, string.digits, string.punctuation, "first line\nsecond line"],
+        special_tokens={
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+        },
+    )
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=1024,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    with seeded(0):
+        model = Qwen3ForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)

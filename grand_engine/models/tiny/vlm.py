@@ -3,6 +3,7 @@ tokenizer and the real checkpoint's image processor settings."""
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Any
 
@@ -320,4 +321,108 @@ def build_kosmos2(dest: Path) -> None:
     )
     with seeded(0):
         model = Kosmos2ForConditionalGeneration(config).eval()
+    _save(Path(dest), model, processor)
+
+
+QWEN_VL_TOKENS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+"""The ChatML and vision tokens of the Qwen2.5-VL / Qwen3-VL tokenizers."""
+
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""Qwen3-VL's ChatML layout (no default system turn), images as ``<|vision_start|><|image_pad|><|vision_end|>``."""
+
+
+def build_qwen3_vl(dest: Path) -> None:
+    """Tiny random Qwen3-VL (2-block vision tower with one DeepStack layer, 2-layer text model with interleaved
+    M-RoPE) with a trained byte-level BPE, the ChatML and vision tokens and the real image processor settings of
+    ``Qwen/Qwen3-VL-8B-Instruct``: 16 px patches merged 2x2, 2-frame temporal patches, mean/std 0.5, resized
+    (aspect kept) to multiples of 32 within 65,536 to 16,777,216 pixels."""
+    # transformers is heavy: imported only when a checkpoint is built
+    from transformers import (
+        GenerationConfig,
+        Qwen2Tokenizer,
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    tokenizer = train_bpe(
+        Qwen2Tokenizer,
+        vocab_size=1000,
+        extra_corpus=[string.ascii_uppercase, string.digits, string.punctuation, "first line\nsecond line"],
+        special_tokens={
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "additional_special_tokens": QWEN_VL_TOKENS,
+        },
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    pixels = {"shortest_edge": 65536, "longest_edge": 16777216}
+    image_processor = Qwen2VLImageProcessor(
+        size=pixels,
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    video_processor = Qwen3VLVideoProcessor(
+        patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
+    )
+    processor = Qwen3VLProcessor(
+        image_processor=image_processor,
+        video_processor=video_processor,
+        tokenizer=tokenizer,
+        chat_template=QWEN_VL_CHAT_TEMPLATE,
+    )
+    config = Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 32,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5_000_000.0,
+                "mrope_section": [8, 4, 4],
+                "mrope_interleaved": True,
+            },
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 64,
+            "num_position_embeddings": 2304,
+            "deepstack_visual_indexes": [1],
+        },
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    with seeded(0):
+        model = Qwen3VLForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
+    )
     _save(Path(dest), model, processor)
