@@ -186,7 +186,7 @@ class StageProgress:
         self.ended[unit_id] = new
         self._count(*new, sign=1)
         self.running.pop(unit_id, None)
-        self.changed = True
+        self.changed = self.changed or new != old  # the same news again (its commit) is no news
 
     def _count(self, status: str, images: int, errors: int, types: dict[str, int], sign: int) -> None:
         if status == "done":

@@ -113,6 +113,7 @@ def test_run_lines_one_per_stage_that_moved_or_runs_every_interval():
         "[01:00] images: 2/2 units (100%), 8 images, 3.6 s/image, 1 error row (ImageError 1)",
         "[01:00] t_area: 0/2 units (0%), 1 running (00:57)",
     ]
+    board.ended("images", "u0", "done", images=4, errors=1, error_types={"ImageError": 1})  # its commit: no news
     clock.now = 90.0
     board.tick()  # nothing ended since: only the running stage's line
     assert out.getvalue().splitlines()[6:] == ["[01:30] t_area: 0/2 units (0%), 1 running (01:27)"]
