@@ -12,11 +12,9 @@ affordances and relationships. Images are read one unit at a time.
 from __future__ import annotations
 
 import colorsys
-import html
 import json
 import re
 import shutil
-import string
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,12 +25,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from grand_engine.explore.dataset import SearchEntry, dataset_stats, search_entry, write_dataset_page
+from grand_engine.explore.markup import TEMPLATES, escape, save_jpeg, template
 from grand_engine.grandf.reader import MissingStageError, done_records, done_units, image_info, iter_rows, read_unit
 from grand_engine.io import rle
 from grand_engine.io.store import OutputStore
 from grand_engine.progress import Progress
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_IMAGES = 50
 """Images the site shows when no number is given."""
 LEVEL_STAGES = ("level4", "level3", "level2", "level1")
@@ -50,14 +48,6 @@ def object_color(oid: int) -> tuple[int, int, int]:
 
 def hex_color(oid: int) -> str:
     return "#{:02x}{:02x}{:02x}".format(*object_color(oid))
-
-
-def _template(name: str) -> string.Template:
-    return string.Template((TEMPLATES / name).read_text(encoding="utf-8"))
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 def _slug(image_id: str) -> str:
@@ -229,14 +219,6 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path, format="PNG")
 
 
-def _save_jpeg(path: Path, array: np.ndarray, max_side: int | None = None) -> None:
-    im = Image.fromarray(array)
-    if max_side and max(im.size) > max_side:
-        im.thumbnail((max_side, max_side))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, format="JPEG", quality=88)
-
-
 # -- HTML fragments -----------------------------------------------------------------------------------
 
 
@@ -250,7 +232,7 @@ def _score(value: Any) -> str:
 
 
 def _chip(oid: int, text: str) -> str:
-    return f'<span class="chip" style="--c:{hex_color(oid)}" data-ids="{int(oid)}">{_e(text)}</span>'
+    return f'<span class="chip" style="--c:{hex_color(oid)}" data-ids="{int(oid)}">{escape(text)}</span>'
 
 
 def _ids_attr(ids: list[int]) -> str:
@@ -276,16 +258,16 @@ def highlight(caption: str, details: list[dict[str, Any]], masked: set[int]) -> 
         if start < pos:
             rest.append(det)
             continue
-        parts.append(_e(caption[pos:start]))
+        parts.append(escape(caption[pos:start]))
         color = hex_color(ids[0]) if ids else "#999999"
         cls = "phrase" if any(i in masked for i in ids) else "phrase nomask"
         title = f"ids {', '.join(map(str, ids))}" + ("" if "nomask" not in cls else " (no mask)")
         parts.append(
-            f'<mark class="{cls}" style="--c:{color}" data-ids="{_ids_attr(ids)}" title="{_e(title)}">'
-            f"{_e(caption[start:end])}</mark>"
+            f'<mark class="{cls}" style="--c:{color}" data-ids="{_ids_attr(ids)}" title="{escape(title)}">'
+            f"{escape(caption[start:end])}</mark>"
         )
         pos = end
-    parts.append(_e(caption[pos:]))
+    parts.append(escape(caption[pos:]))
     return "".join(parts), rest
 
 
@@ -294,7 +276,7 @@ def _other_details(rest: list[dict[str, Any]]) -> str:
         return ""
     items = ", ".join(
         f'<span class="chip" style="--c:#999" data-ids="{_ids_attr([int(i) for i in d.get("ids") or []])}">'
-        f"{_e(d.get('phrase'))}</span>"
+        f"{escape(d.get('phrase'))}</span>"
         for d in rest
     )
     return f'<div class="dropped">also grounded (nested or without span): {items}</div>'
@@ -318,19 +300,19 @@ def _dense_caption(dense: dict[str, Any] | None, masked: set[int]) -> list[str]:
     status = ver.get("status") or "none"
     text, rest = highlight(dense["caption"], dense.get("details") or [], masked)
     out = [
-        f'<h3>Dense caption <span class="badge {_e(status)}">{_e(status)}</span></h3>',
+        f'<h3>Dense caption <span class="badge {escape(status)}">{escape(status)}</span></h3>',
         f'<p class="caption-text" id="dense-caption">{text}</p>{_other_details(rest)}',
     ]
     checklist = ver.get("checklist") or []
     if checklist:
         rows = "".join(
-            f"<tr><td>{_e(c.get('item'))}</td><td>{_e(c.get('verdict'))}</td><td>{_e(c.get('evidence'))}</td>"
+            f"<tr><td>{escape(c.get('item'))}</td><td>{escape(c.get('verdict'))}</td><td>{escape(c.get('evidence'))}</td>"
             f"<td>{_score(c.get('score'))}</td></tr>"
             for c in checklist
         )
         out.append(
-            f"<details><summary>verification: {_e(ver.get('items_confirmed'))}/{_e(ver.get('items_checked'))} "
-            f"items confirmed, {_e(ver.get('rounds'))} regeneration(s)</summary>"
+            f"<details><summary>verification: {escape(ver.get('items_confirmed'))}/{escape(ver.get('items_checked'))} "
+            f"items confirmed, {escape(ver.get('rounds'))} regeneration(s)</summary>"
             f'<table class="objects"><tr><th>item</th><th>verdict</th><th>evidence</th><th>score</th></tr>'
             f"{rows}</table></details>"
         )
@@ -339,8 +321,8 @@ def _dense_caption(dense: dict[str, Any] | None, masked: set[int]) -> list[str]:
 
 def _grandf_note(gf: dict[str, Any]) -> str:
     """Whether the image's GranD-f record is exported, its phrase count and the phrases it dropped."""
-    dropped = ", ".join(f"{_e(d['phrase'])} ({_e(d['reason'])})" for d in gf.get("dropped_phrases") or [])
-    state = "exported" if gf.get("skip_reason") is None else f"not exported: {_e(gf['skip_reason'])}"
+    dropped = ", ".join(f"{escape(d['phrase'])} ({escape(d['reason'])})" for d in gf.get("dropped_phrases") or [])
+    state = "exported" if gf.get("skip_reason") is None else f"not exported: {escape(gf['skip_reason'])}"
     return (
         f'<div class="dropped">GranD-f record: {len(gf.get("groundings") or [])} phrases with masks, {state}'
         + (f"; dropped: {dropped}" if dropped else "")
@@ -358,7 +340,7 @@ def _short_captions(row: dict[str, Any], masked: set[int]) -> list[str]:
                 text, rest = highlight(s["caption"], s.get("details") or [], masked)
                 items.append(f'<li class="caption-text short-caption">{text}{_other_details(rest)}</li>')
     elif row.get("captions"):
-        items = [f"<li>{_e(c)}</li>" for c in row["captions"] if c]
+        items = [f"<li>{escape(c)}</li>" for c in row["captions"] if c]
     else:
         return []
     return ['<h3>Short captions</h3><ul class="plain">', *items, "</ul>"]
@@ -386,9 +368,9 @@ def objects_panel(data: ImageData) -> str:
                 f'<td><input type="checkbox" class="object-toggle" data-id="{oid}" checked '
                 f'title="show object {oid}"></td>'
                 f'<td><span class="swatch" style="--c:{hex_color(oid)}"></span> {oid}</td>'
-                f'<td title="{_e(labels)}">{_e(_label(obj))}</td><td>{score}</td><td>{depth}</td>'
-                f"<td>{_e(obj.get('segmentation_source') or '') if has_mask else '—'}</td>"
-                f"<td>{'; '.join(_e(a) for a in attrs[:2])}{' …' if len(attrs) > 2 else ''}</td></tr>"
+                f'<td title="{escape(labels)}">{escape(_label(obj))}</td><td>{score}</td><td>{depth}</td>'
+                f"<td>{escape(obj.get('segmentation_source') or '') if has_mask else '—'}</td>"
+                f"<td>{'; '.join(escape(a) for a in attrs[:2])}{' …' if len(attrs) > 2 else ''}</td></tr>"
             )
         out.append("</table>")
     fa = data.row.get("floating_attributes") or []
@@ -397,7 +379,7 @@ def objects_panel(data: ImageData) -> str:
         for f in fa:
             box = ", ".join(f"{float(v):.0f}" for v in f.get("bbox") or [])
             out.append(
-                f'<li>{"; ".join(_e(a) for a in f.get("attributes") or [])} <span class="muted">[{box}]</span></li>'
+                f'<li>{"; ".join(escape(a) for a in f.get("attributes") or [])} <span class="muted">[{box}]</span></li>'
             )
         out.append("</ul>")
     if not data.entries():
@@ -415,7 +397,7 @@ def scene_graph_panel(data: ImageData) -> str:
         return "\n".join(out)
     group_ids: dict[int, list[int]] = {}
     for layer in sg.get("layers") or []:
-        out.append(f'<h3 class="layer">{_e(layer.get("name"))}</h3><ul class="plain">')
+        out.append(f'<h3 class="layer">{escape(layer.get("name"))}</h3><ul class="plain">')
         for group in layer.get("groups") or []:
             ids = [int(i) for i in group.get("object_ids") or []]
             group_ids[int(group["group_id"])] = ids
@@ -432,12 +414,12 @@ def scene_graph_panel(data: ImageData) -> str:
             gids = [int(g) for g in rel.get("group_ids") or []]
             ids = sorted({i for g in gids for i in group_ids.get(g, [])})
             out.append(
-                f'<li><span class="chip" style="--c:#888" data-ids="{_ids_attr(ids)}">{_e(rel.get("phrase"))}</span>'
+                f'<li><span class="chip" style="--c:#888" data-ids="{_ids_attr(ids)}">{escape(rel.get("phrase"))}</span>'
                 f' <span class="muted">groups {", ".join(map(str, gids))}</span></li>'
             )
         out.append("</ul>")
     if sg.get("text"):
-        out.append(f'<details><summary>rendered text</summary><pre class="sg">{_e(sg["text"])}</pre></details>')
+        out.append(f'<details><summary>rendered text</summary><pre class="sg">{escape(sg["text"])}</pre></details>')
     out.append("</section>")
     return "\n".join(out)
 
@@ -449,17 +431,17 @@ def context_panel(data: ImageData) -> str:
     landmark = row.get("landmark") or {}
     if landmark.get("category") or landmark.get("fine_category"):
         out.append(
-            f"<p><b>Landmark:</b> {_e(landmark.get('category'))}"
-            f"{' / ' + _e(landmark.get('fine_category')) if landmark.get('fine_category') else ''}</p>"
+            f"<p><b>Landmark:</b> {escape(landmark.get('category'))}"
+            f"{' / ' + escape(landmark.get('fine_category')) if landmark.get('fine_category') else ''}</p>"
         )
     if row.get("additional_context"):
-        out.append(f'<h3>Extra context</h3><p id="additional-context">{_e(row["additional_context"])}</p>')
+        out.append(f'<h3>Extra context</h3><p id="additional-context">{escape(row["additional_context"])}</p>')
     affordances = row.get("affordances") or []
     if affordances:
         out.append('<h3>Affordances</h3><ul class="plain">')
         for a in affordances:
             chips = " ".join(_chip(int(i), f"{int(i)} {labels.get(int(i), '?')}") for i in a.get("object_ids") or [])
-            out.append(f"<li><b>{_e(a.get('category'))}</b>: {_e(a.get('description'))} {chips}</li>")
+            out.append(f"<li><b>{escape(a.get('category'))}</b>: {escape(a.get('description'))} {chips}</li>")
         out.append("</ul>")
     rels = row.get("relationships") or []
     if rels:
@@ -469,7 +451,7 @@ def context_panel(data: ImageData) -> str:
             color = hex_color(ids[0]) if ids else "#999999"
             out.append(
                 f'<li><span class="chip" style="--c:{color}" data-ids="{_ids_attr(ids)}">'
-                f"{_e(rel.get('phrase'))}</span></li>"
+                f"{escape(rel.get('phrase'))}</span></li>"
             )
         out.append("</ul>")
     out.append("</section>")
@@ -565,7 +547,7 @@ def build_site(
     site.write_index(store.uri, total)
     run_stats = dataset_stats(store, Path(dest), compute=stats)
     write_dataset_page(
-        Path(dest), store, stage, site.search, total, site.page, _template("dataset_body.html"), run_stats
+        Path(dest), store, stage, site.search, total, site.page, template("dataset_body.html"), run_stats
     )
     site.report.seconds = time.perf_counter() - start
     return site.report
@@ -596,7 +578,7 @@ class _Site:
         self.cards: list[str] = []
         self.search: list[SearchEntry] = []
         self.statuses: dict[str, int] = {}
-        self.page, self.body, self.card = _template("page.html"), _template("image_body.html"), _template("card.html")
+        self.page, self.body, self.card = template("page.html"), template("image_body.html"), template("card.html")
 
     def prepare(self) -> None:
         """Create the folders and copy the script and the stylesheet."""
@@ -623,15 +605,15 @@ class _Site:
         """Save the picture and the overlay thumbnail; return the page's ``<img>`` (or a note without pixels)."""
         pixels = load_pixels(data.image)
         h, w = data.size
-        _save_jpeg(self.dest / "thumbs" / f"{slug}.jpg", render_overlay(data, pixels, labels=False), THUMB_SIDE)
+        save_jpeg(self.dest / "thumbs" / f"{slug}.jpg", render_overlay(data, pixels, labels=False), THUMB_SIDE)
         if pixels is None:
             self.report.without_pixels.append(data.image_id)
             return (
                 f'<div class="nopixels" style="aspect-ratio:{w}/{h}">picture not readable from '
-                f"{_e(data.image.get('source') or 'the images table')}</div>"
+                f"{escape(data.image.get('source') or 'the images table')}</div>"
             )
-        _save_jpeg(self.dest / "media" / f"{slug}.jpg", pixels)
-        return f'<img src="../media/{slug}.jpg" alt="{_e(data.image_id)}" width="{w}" height="{h}">'
+        save_jpeg(self.dest / "media" / f"{slug}.jpg", pixels)
+        return f'<img src="../media/{slug}.jpg" alt="{escape(data.image_id)}" width="{w}" height="{h}">'
 
     def _nav(self, image_id: str) -> str:
         """Links to the previous image, the index and the next image."""
@@ -639,10 +621,10 @@ class _Site:
         nav = ['<a href="../index.html">index</a>']
         if i > 0:
             prev = self.order[i - 1]
-            nav.insert(0, f'<a href="{self.slugs[prev]}.html" rel="prev">← {_e(prev)}</a>')
+            nav.insert(0, f'<a href="{self.slugs[prev]}.html" rel="prev">← {escape(prev)}</a>')
         if i + 1 < len(self.order):
             nxt = self.order[i + 1]
-            nav.append(f'<a href="{self.slugs[nxt]}.html" rel="next">{_e(nxt)} →</a>')
+            nav.append(f'<a href="{self.slugs[nxt]}.html" rel="next">{escape(nxt)} →</a>')
         return " ".join(nav)
 
     def _image_page(self, data: ImageData, picture: str, masked: set[int], status: str) -> str:
@@ -658,11 +640,11 @@ class _Site:
             data=_script_json(page_data(data)),
         )
         return self.page.substitute(
-            title=_e(f"{data.image_id} — grand-engine explorer"),
+            title=escape(f"{data.image_id} — grand-engine explorer"),
             root="../",
-            heading=_e(data.image_id),
-            subtitle=_e(f"{data.image.get('file_name') or ''} · {w}×{h} · {self.stage} · unit {data.unit_id}")
-            + f' · <span class="badge {_e(status)}">{_e(status)}</span>',
+            heading=escape(data.image_id),
+            subtitle=escape(f"{data.image.get('file_name') or ''} · {w}×{h} · {self.stage} · unit {data.unit_id}")
+            + f' · <span class="badge {escape(status)}">{escape(status)}</span>',
             nav=self._nav(data.image_id),
             body=content,
         )
@@ -674,34 +656,34 @@ class _Site:
         caption = dense.get("caption") or next(iter(row.get("captions") or []), "") or ""
         landmark = row.get("landmark") or {}
         return self.card.substitute(
-            image_id=_e(data.image_id),
+            image_id=escape(data.image_id),
             href=f"images/{slug}.html",
             thumb=f"thumbs/{slug}.jpg",
-            badge=f'<span class="badge {_e(status)}">{_e(status)}</span>',
+            badge=f'<span class="badge {escape(status)}">{escape(status)}</span>',
             objects=len(row.get("objects") or []),
             floating=len(row.get("floating_objects") or []),
             masks=len(masked),
             phrases=len(dense.get("details") or []),
-            landmark=_e(" / ".join(x for x in (landmark.get("category"), landmark.get("fine_category")) if x)),
-            caption=_e(caption[:240] + ("…" if len(caption) > 240 else "")),
+            landmark=escape(" / ".join(x for x in (landmark.get("category"), landmark.get("fine_category")) if x)),
+            caption=escape(caption[:240] + ("…" if len(caption) > 240 else "")),
         )
 
     def write_index(self, output_uri: str, total_images: int) -> None:
         """Write ``index.html``: the summary table and the cards of the pages written."""
         self.report.total_images = total_images
-        index_body = _template("index_body.html").substitute(
-            output=_e(output_uri),
-            stage=_e(self.stage),
+        index_body = template("index_body.html").substitute(
+            output=escape(output_uri),
+            stage=escape(self.stage),
             shown=self.report.pages,
             total=total_images,
-            verification=_e(", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items())) or "—"),
+            verification=escape(", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items())) or "—"),
             cards="\n".join(self.cards),
         )
         page = self.page.substitute(
             title="grand-engine explorer",
             root="",
             heading="grand-engine explorer",
-            subtitle=_e(output_uri),
+            subtitle=escape(output_uri),
             nav='<a href="dataset.html" id="dataset-link">dataset: statistics, search, error rows</a>',
             body=index_body,
         )

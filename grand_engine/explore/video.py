@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from grand_engine.explore.site import TEMPLATES, _e, _save_jpeg, _template, hex_color, object_color, unique_slugs
-from grand_engine.grandf.reader import MissingStageError, done_units, iter_rows, read_unit
+from grand_engine.explore.markup import TEMPLATES, escape, save_jpeg, template
+from grand_engine.explore.site import hex_color, object_color, select_images, unique_slugs
+from grand_engine.grandf.reader import MissingStageError, done_units, input_kind, rows_by_id
 from grand_engine.io import rle
 from grand_engine.io.sa1b import read_locator
 from grand_engine.io.store import OutputStore
-from grand_engine.io.video import VideoError, decode_frames, video_locator
+from grand_engine.io.video import VIDEO, VideoError, decode_frames, video_locator
 
 LEVELS = (("video_object_text", "object"), ("video_scene_text", "scene"), ("video_motion_text", "video"))
 MASKLET_TABLES = ("video_tracks", "video_masklets")
@@ -71,6 +72,15 @@ def spread(count: int, total: int) -> list[int]:
     return sorted({int(p) for p in np.round(np.linspace(0, total - 1, count)).astype(int)})
 
 
+def is_video_run(out: str | OutputStore) -> bool:
+    """True when the run in ``out`` read the ``video`` input kind (its ``run.json`` says so)."""
+    store = out if isinstance(out, OutputStore) else OutputStore(out)
+    try:
+        return input_kind(store).name == VIDEO.name
+    except ValueError:  # a kind that is not installed here is not the built-in video kind
+        return False
+
+
 def build_video_site(
     out: str | OutputStore,
     dest: str | Path,
@@ -79,12 +89,17 @@ def build_video_site(
     video_id: str | None = None,
     frames: int = 6,
 ) -> VideoSiteReport:
-    """Write the explorer of ``videos`` videos (or the one ``video_id``) of output ``out`` into ``dest``."""
+    """Write the explorer of the first ``videos`` videos (all: ``None``), or of the one ``video_id``, of output
+    ``out`` into ``dest``. Raises :class:`MissingStageError` when the run has no masklet table, or no video
+    ``video_id``."""
     start = time.perf_counter()
     store = out if isinstance(out, OutputStore) else OutputStore(out)
     masklets = next((s for s in MASKLET_TABLES if done_units(store, s)), None)
     if masklets is None:
         raise MissingStageError(f"{store.uri} has no completed unit of video_tracks or video_masklets")
+    selected: dict[str, list[str]] = {}
+    for unit_id, vid in select_images(store, masklets, None if video_id else videos, video_id):
+        selected.setdefault(unit_id, []).append(vid)
     dest = Path(dest)
     for sub in ("assets", "videos", "media"):
         (dest / sub).mkdir(parents=True, exist_ok=True)
@@ -92,16 +107,13 @@ def build_video_site(
     shutil.copyfile(TEMPLATES / CSS, dest / "assets" / CSS)
     report = VideoSiteReport(dest=str(dest))
     cards: list[str] = []
-    page = _template("page.html")
+    page = template("page.html")
     pages: list[tuple[dict[str, Any], dict[str, dict[str, Any]]]] = []
-    for unit_id in done_units(store, masklets):
-        tables = {name: _rows(store, name, unit_id) for name in ("videos", masklets, *[s for s, _ in LEVELS])}
-        tables["video_expression"] = _rows(store, "video_expression", unit_id)
-        for vid, row in tables[masklets].items():
-            if video_id is not None and vid != video_id:
-                continue
-            if video_id is None and videos is not None and len(pages) >= videos:
-                break
+    for unit_id, ids in selected.items():
+        stages = ("videos", masklets, *[s for s, _ in LEVELS], "video_expression")
+        tables = {name: rows_by_id(store, name, unit_id) for name in stages}
+        for vid in ids:
+            row = tables[masklets][vid]
             pages.append(({"video_id": vid, "masklets": row}, {k: v.get(vid) or {} for k, v in tables.items()}))
     slugs = unique_slugs([p[0]["video_id"] for p in pages])
     for meta, rows in pages:
@@ -109,10 +121,10 @@ def build_video_site(
         body, thumb, stats = _video_page(dest, slugs[vid], rows, meta["masklets"], frames, report)
         (dest / "videos" / f"{slugs[vid]}.html").write_text(
             page.substitute(
-                title=_e(vid),
+                title=escape(vid),
                 root="../",
-                heading=_e(vid),
-                subtitle=_e(rows["videos"].get("file_name", "")),
+                heading=escape(vid),
+                subtitle=escape(rows["videos"].get("file_name", "")),
                 nav='<a href="../index.html">index</a>',
                 body=body,
             ),
@@ -120,13 +132,13 @@ def build_video_site(
         )
         report.pages += 1
         cards.append(
-            f'<div class="card"><a href="videos/{slugs[vid]}.html"><img src="{thumb}" alt="{_e(vid)}"></a>'
-            f'<div class="body"><h2><a href="videos/{slugs[vid]}.html">{_e(vid)}</a></h2>'
+            f'<div class="card"><a href="videos/{slugs[vid]}.html"><img src="{thumb}" alt="{escape(vid)}"></a>'
+            f'<div class="body"><h2><a href="videos/{slugs[vid]}.html">{escape(vid)}</a></h2>'
             f'<div class="stats"><span>{stats["objects"]} objects</span><span>{stats["expressions"]} expressions'
             f"</span><span>{stats['verified']} verified</span></div></div></div>"
         )
     index = (
-        f'<table class="summary"><tr><th>output</th><td>{_e(store.uri)}</td></tr>'
+        f'<table class="summary"><tr><th>output</th><td>{escape(store.uri)}</td></tr>'
         f"<tr><th>masklets</th><td>{masklets}</td></tr><tr><th>videos shown</th><td>{len(pages)}</td></tr></table>"
         f'<div class="grid">{"".join(cards)}</div>'
     )
@@ -136,13 +148,6 @@ def build_video_site(
     )
     report.seconds = time.perf_counter() - start
     return report
-
-
-def _rows(store: OutputStore, stage: str, unit_id: str) -> dict[str, dict[str, Any]]:
-    try:
-        return {r["image_id"]: r for r in iter_rows(read_unit(store, stage, unit_id))}
-    except FileNotFoundError:
-        return {}
 
 
 def _by_object(row: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -180,7 +185,7 @@ def _video_page(
             continue
         masks = [(int(o["object_id"]), _mask(o, p)) for o in objects if _mask(o, p) is not None]
         name = f"media/{slug}_{frame_no:05d}.jpg"
-        _save_jpeg(dest / name, overlay(pictures[frame_no], masks), max_side=640)
+        save_jpeg(dest / name, overlay(pictures[frame_no], masks), max_side=640)
         thumb = thumb or name
         figures.append(
             f'<figure><img src="../{name}" alt="frame {frame_no}"><figcaption>frame {frame_no} '
@@ -199,14 +204,14 @@ def _video_page(
             mask = _mask(obj, indices.index(key))
             if mask is not None:
                 name = f"media/{slug}_obj{oid}.jpg"
-                _save_jpeg(dest / name, overlay(pictures[key], [(oid, mask)]), max_side=480)
+                save_jpeg(dest / name, overlay(pictures[key], [(oid, mask)]), max_side=480)
                 key_img = f'<img class="key" src="../{name}" alt="object {oid} at frame {key}">'
         sections.append(_object_section(obj, levels, expression, status, key_img, key))
     body = (
         f'<link rel="stylesheet" href="../assets/{CSS}">'
         f'<p class="muted">{len(indices)} sampled frames at {float(video.get("sample_fps") or 0):.1f} fps of '
         f"{int(video.get('num_frames') or 0)} ({float(video.get('duration') or 0):.1f} s, "
-        f"{video.get('width')}x{video.get('height')}, {_e(video.get('codec'))})</p>"
+        f"{video.get('width')}x{video.get('height')}, {escape(video.get('codec'))})</p>"
         f'<div class="frames">{"".join(figures)}</div>{"".join(sections)}'
     )
     thumb = f"{thumb}" if thumb else ""
@@ -243,27 +248,27 @@ def _object_section(
     for stage, label in LEVELS:
         entry = levels[stage].get(oid) or {}
         text = (
-            _e(entry.get("text"))
+            escape(entry.get("text"))
             if entry.get("text")
-            else f'<span class="muted">{_e(entry.get("error") or "—")}</span>'
+            else f'<span class="muted">{escape(entry.get("error") or "—")}</span>'
         )
         rows.append(f"<tr><th>{label} level</th><td>{text}</td></tr>")
     expr = (
-        _e(expression.get("expression"))
+        escape(expression.get("expression"))
         if expression.get("expression")
-        else (f'<span class="muted">{_e(expression.get("error") or "—")}</span>')
+        else (f'<span class="muted">{escape(expression.get("error") or "—")}</span>')
     )
     checklist = (expression.get("verification") or {}).get("checklist") or []
     items = "".join(
-        f'<li class="{_e(v.get("verdict"))}">{_e(v.get("item"))} <span class="muted">{_e(v.get("evidence"))}</span></li>'
+        f'<li class="{escape(v.get("verdict"))}">{escape(v.get("item"))} <span class="muted">{escape(v.get("evidence"))}</span></li>'
         for v in checklist
     )
     named = expression.get("names_category")
     return (
         f'<section class="object" style="--c:{hex_color(oid)}"><h2><span class="chip" style="--c:{hex_color(oid)}">'
-        f"object {oid}</span> {_e(looks.get('category') or '')} "
-        f'<span class="badge {_e(status)}">{_e(status)}</span></h2>'
-        f'<div class="object-body">{key_img}<div><p class="muted">{_e(origin)}; visible in '
+        f"object {oid}</span> {escape(looks.get('category') or '')} "
+        f'<span class="badge {escape(status)}">{escape(status)}</span></h2>'
+        f'<div class="object-body">{key_img}<div><p class="muted">{escape(origin)}; visible in '
         f"{float(obj.get('visible_fraction') or 0):.0%} of the frames for {float(obj.get('duration') or 0):.1f} s; key "
         f'frame {key if key is not None else "—"}</p><table class="levels">{"".join(rows)}'
         f"<tr><th>expression</th><td>{expr}</td></tr>"
