@@ -8,13 +8,10 @@ object is large but floating objects are never described.
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
 from grand_engine.resources import prompt_file
-from grand_engine.runtime.stage import UnitInput
-from grand_engine.stages.link_phrases import LEVEL2_SCHEMA
 from grand_engine.stages.region_attributes import (
     REGION_ATTRIBUTES_SCHEMA,
     RegionAttributes,
@@ -22,6 +19,7 @@ from grand_engine.stages.region_attributes import (
     crop_box,
     large_objects,
 )
+from grand_engine.testing import make_unit
 
 PIXELS = (np.random.default_rng(5).random((800, 1000, 3)) * 255).astype(np.uint8)
 
@@ -46,13 +44,7 @@ def _row(image_id="img0"):
 
 
 def _unit(rows):
-    table = pa.Table.from_pylist(rows, schema=LEVEL2_SCHEMA)
-    return UnitInput(
-        "shard/00000",
-        pa.table({"image_id": [r["image_id"] for r in rows]}),
-        {"link_phrases": table},
-        pixel_loader=lambda row: PIXELS,
-    )
+    return make_unit({r["image_id"]: PIXELS for r in rows}, inputs={"link_phrases": rows})
 
 
 def test_clean_description():

@@ -5,21 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
-from grand_engine.runtime.stage import UnitInput
-from grand_engine.schema import IMAGES_SCHEMA
 from grand_engine.stages.region_captions import REGION_CAPTIONS_SCHEMA, RegionCaptionsStage, region_row
-
-
-def make_unit(images: dict[str, np.ndarray]) -> UnitInput:
-    rows = [
-        {"image_id": i, "file_name": f"{i}.jpg", "width": im.shape[1], "height": im.shape[0], "format": "JPEG"}
-        for i, im in images.items()
-    ]
-    return UnitInput("s/00000", pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), {}, lambda r: images[r["image_id"]])
+from grand_engine.testing import make_unit
 
 
 def test_region_row_rules():

@@ -5,15 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
 from grand_engine.io import rle
 from grand_engine.labels import read_category_file
 from grand_engine.runtime.stage import UnitInput
-from grand_engine.schema import IMAGES_SCHEMA
-from grand_engine.stages.sa1b import SA1BStage
 from grand_engine.stages.sam_classify import (
     CLIP_MEAN_RGB,
     SAM_CLASSIFY_SCHEMA,
@@ -23,7 +20,7 @@ from grand_engine.stages.sam_classify import (
     region_crop,
     select_by_area,
 )
-from grand_engine.stages.sam_masks import SAM_MASKS_SCHEMA
+from grand_engine.testing import make_unit
 
 W, H = 100, 80  # image area 8,000 px²: 1 % is 80 px²
 LVIS = set(read_category_file("lvis_v1_categories.txt"))
@@ -55,31 +52,22 @@ SA1B_ANNOTATIONS = [
 GENERATED = [box_annotation(0, [20, 20, 90, 75]), box_annotation(1, [0, 0, 5, 5])]
 
 
-def make_unit(images: dict[str, np.ndarray], sa1b: dict[str, list], generated: dict[str, list]) -> UnitInput:
-    rows = [
-        {"image_id": i, "file_name": f"{i}.jpg", "width": im.shape[1], "height": im.shape[0], "format": "JPEG"}
-        for i, im in images.items()
-    ]
+def unit_of(images: dict[str, np.ndarray], sa1b: dict[str, list], generated: dict[str, list]) -> UnitInput:
+    """A unit of ``images`` whose ``sa1b`` and ``sam_masks`` tables hold the given annotations per image."""
 
-    def table(per_image, schema):
-        return pa.Table.from_pylist(
-            [
-                {
-                    "image_id": i,
-                    "annotations": per_image.get(i, []),
-                    "num_annotations": len(per_image.get(i, [])),
-                    "image_width": W,
-                    "image_height": H,
-                }
-                for i in images
-            ],
-            schema=schema,
-        )
+    def rows(per_image):
+        return [
+            {
+                "image_id": i,
+                "annotations": per_image.get(i, []),
+                "num_annotations": len(per_image.get(i, [])),
+                "image_width": W,
+                "image_height": H,
+            }
+            for i in images
+        ]
 
-    inputs = {"sa1b": table(sa1b, SA1BStage.schema), "sam_masks": table(generated, SAM_MASKS_SCHEMA)}
-    return UnitInput(
-        "s/00000", pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), inputs, lambda r: images[r["image_id"]]
-    )
+    return make_unit(images, inputs={"sa1b": rows(sa1b), "sam_masks": rows(generated)})
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +81,7 @@ def images() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def unit(images) -> UnitInput:
-    return make_unit(images, {"sa": SA1B_ANNOTATIONS}, {"sa": GENERATED[:1], "folder": GENERATED})
+    return unit_of(images, {"sa": SA1B_ANNOTATIONS}, {"sa": GENERATED[:1], "folder": GENERATED})
 
 
 # -- hand-checked helpers ----------------------------------------------------------------------------------

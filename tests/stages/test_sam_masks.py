@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
 from grand_engine.io import rle
 from grand_engine.models.base import ModelNotFoundError
 from grand_engine.runtime.stage import UnitInput
-from grand_engine.schema import IMAGES_SCHEMA
 from grand_engine.stages.sa1b import SA1BStage
 from grand_engine.stages.sam_masks import SAM_MASKS_SCHEMA, SamMasksStage, has_sa1b_masks
+from grand_engine.testing import make_unit
 
 # segment-anything defaults are parameters; the tiny random SAM needs a small grid and no quality filters
 TINY = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
@@ -44,21 +43,19 @@ def sa1b_row(image_id: str, width: int, height: int, with_mask: bool) -> dict:
     }
 
 
-def make_unit(images: dict[str, np.ndarray], with_sa1b: set[str]) -> tuple[UnitInput, list[str]]:
-    """A unit whose pixel loader records which images were decoded."""
-    decoded: list[str] = []
-    rows = [
-        {"image_id": i, "file_name": f"{i}.jpg", "width": im.shape[1], "height": im.shape[0], "format": "JPEG"}
-        for i, im in images.items()
-    ]
+def unit_of(images: dict[str, np.ndarray], with_sa1b: set[str]) -> tuple[UnitInput, list[str]]:
+    """A unit of ``images`` (SA-1B annotations for those in ``with_sa1b``) that records which images were decoded."""
     sa1b = [sa1b_row(i, im.shape[1], im.shape[0], i in with_sa1b) for i, im in images.items()]
+    unit = make_unit(images, inputs={"sa1b": sa1b})
+    decoded: list[str] = []
+    load = unit.pixels
 
-    def pixels(row):
-        decoded.append(row["image_id"])
-        return images[row["image_id"]]
+    def pixels(image_id: str) -> np.ndarray:
+        decoded.append(image_id)
+        return load(image_id)
 
-    inputs = {"sa1b": pa.Table.from_pylist(sa1b, schema=SA1BStage.schema)}
-    return UnitInput("s/00000", pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), inputs, pixels), decoded
+    unit.pixels = pixels  # type: ignore[method-assign]
+    return unit, decoded
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +84,7 @@ def test_has_sa1b_masks():
 def test_sa1b_images_are_skipped_and_the_model_is_never_loaded(sam_spec, images):
     stage = SamMasksStage.configure(TINY, models=sam_spec)
     stage.setup()
-    unit, decoded = make_unit({"sa": images["sa"]}, with_sa1b={"sa"})
+    unit, decoded = unit_of({"sa": images["sa"]}, with_sa1b={"sa"})
     result = stage.process(unit)
     assert result.errors == []
     assert result.table.to_pylist() == [
@@ -99,7 +96,7 @@ def test_sa1b_images_are_skipped_and_the_model_is_never_loaded(sam_spec, images)
 def test_folder_images_get_sam_masks(sam_spec, images):
     stage = SamMasksStage.configure(TINY, models=sam_spec)
     stage.setup()
-    unit, decoded = make_unit(images, with_sa1b={"sa"})
+    unit, decoded = unit_of(images, with_sa1b={"sa"})
     result = stage.process(unit)
     assert result.errors == []
     assert result.table.schema.equals(SAM_MASKS_SCHEMA, check_metadata=True)
@@ -126,7 +123,7 @@ def test_folder_images_get_sam_masks(sam_spec, images):
 def test_only_without_sa1b_false_runs_every_image(sam_spec, images):
     stage = SamMasksStage.configure({**TINY, "only_without_sa1b": False}, models=sam_spec)
     stage.setup()
-    unit, decoded = make_unit({"sa": images["sa"]}, with_sa1b={"sa"})
+    unit, decoded = unit_of({"sa": images["sa"]}, with_sa1b={"sa"})
     (row,) = stage.process(unit).table.to_pylist()
     assert decoded == ["sa"] and row["num_annotations"] > 0
     assert all(a["segmentation"]["size"] == [48, 64] for a in row["annotations"])
@@ -141,7 +138,7 @@ def test_missing_checkpoint_fails_at_setup(tmp_path):
 def test_without_a_sam_model_only_images_needing_it_fail(images):
     stage = SamMasksStage.configure({})
     stage.setup()
-    unit, decoded = make_unit(images, with_sa1b={"sa"})
+    unit, decoded = unit_of(images, with_sa1b={"sa"})
     result = stage.process(unit)
     assert [r["image_id"] for r in result.table.to_pylist()] == ["sa"]
     assert [(e.image_id, e.error_type) for e in result.errors] == [("folder", "ValueError")]

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
 from grand_engine.labels import tag_vocabulary
-from grand_engine.runtime.stage import UnitInput
-from grand_engine.schema import IMAGES_SCHEMA
 from grand_engine.stages.tagging import TAGGING_SCHEMA, TaggingStage, build_vocabulary, select_tags
-
-
-def make_unit(images: dict[str, np.ndarray]) -> UnitInput:
-    rows = [
-        {"image_id": i, "file_name": f"{i}.jpg", "width": im.shape[1], "height": im.shape[0], "format": "JPEG"}
-        for i, im in images.items()
-    ]
-    return UnitInput("s/00000", pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), {}, lambda r: images[r["image_id"]])
+from grand_engine.testing import make_unit
 
 
 def test_default_vocabulary_is_lvis_then_coco_normalised_and_deduplicated():

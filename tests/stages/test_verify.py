@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from grand_engine.config import ModelSpec
@@ -24,7 +23,7 @@ from grand_engine.models.llm import Completion
 from grand_engine.models.text import minilm_spec
 from grand_engine.phrases import load_nlp
 from grand_engine.runtime.stage import UnitInput
-from grand_engine.stages.dense_caption import DENSE_CAPTION_SCHEMA, dense_caption_prompt
+from grand_engine.stages.dense_caption import dense_caption_prompt
 from grand_engine.stages.llm_common import stable_seed
 from grand_engine.stages.verify import (
     VERIFY_SCHEMA,
@@ -37,6 +36,7 @@ from grand_engine.stages.verify import (
     normalise_item,
     parse_checklist,
 )
+from grand_engine.testing import make_unit
 from tests.stages.scripted_llm import ScriptedLLM
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,24 +77,15 @@ def make_stage(models: dict, llm: ScriptedLLM, detector: bool = False, **params)
 
 def unit_of(captions: dict[str, str | None], level2: dict | None = None) -> UnitInput:
     ids = list(captions)
-    images = pa.Table.from_pylist([{"image_id": i, "width": 64, "height": 48} for i in ids])
-    dense = pa.Table.from_pylist(
-        [
-            {"image_id": i, "caption": c, "finish_reason": "stop", "attempts": 1, "max_tokens_used": 512}
-            for i, c in captions.items()
-        ],
-        schema=DENSE_CAPTION_SCHEMA,
-    )
-    graphs = pa.Table.from_pylist([{"image_id": i, "text": GRAPH, "num_objects": 2} for i in ids])
-    l2 = pa.Table.from_pylist([{"image_id": i, **(level2 or LEVEL2)} for i in ids])
+    dense = [
+        {"image_id": i, "caption": c, "finish_reason": "stop", "attempts": 1, "max_tokens_used": 512}
+        for i, c in captions.items()
+    ]
+    graphs = [{"image_id": i, "text": GRAPH, "num_objects": 2} for i in ids]
+    l2 = [{"image_id": i, **(level2 or LEVEL2)} for i in ids]
     rng = np.random.default_rng(0)
     pixels = {i: rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8) for i in ids}
-    return UnitInput(
-        "s/00000",
-        images,
-        {"dense_caption": dense, "scene_graph": graphs, "level2": l2, "images": images},
-        pixel_loader=lambda row: pixels[row["image_id"]],
-    )
+    return make_unit(pixels, inputs={"dense_caption": dense, "scene_graph": graphs, "level2": l2})
 
 
 def only_row(stage: Verify, unit: UnitInput) -> dict:
@@ -381,9 +372,8 @@ def test_smollm2_dense_caption_verify_extra_context(models: dict) -> None:
     small = {"max_tokens": 24, "retry_max_tokens": 32}  # the model reads ~1,000-token prompts on a CPU: keep it short
     dense = DenseCaption.configure({**small, "accept_truncated": True}, llm=llm)
     dense.setup()
-    graphs = pa.Table.from_pylist([{"image_id": "x", "text": GRAPH, "num_objects": 2}])
-    images = pa.table({"image_id": ["x"]})
-    captioned = dense.process(UnitInput("s/0", images, {"scene_graph": graphs}))
+    graphs = [{"image_id": "x", "text": GRAPH, "num_objects": 2}]
+    captioned = dense.process(make_unit(["x"], inputs={"scene_graph": graphs}))
     assert not captioned.errors
     [cap] = captioned.table.to_pylist()
     assert cap["caption"].strip() and cap["finish_reason"] in ("stop", "trimmed", "length")
@@ -412,6 +402,6 @@ def test_smollm2_dense_caption_verify_extra_context(models: dict) -> None:
 
     extra = ExtraContext.configure({**small, "accept_truncated": True}, llm=llm)
     extra.setup()
-    level2 = pa.Table.from_pylist([{"image_id": "x", **LEVEL2, "landmark": None}])
-    out = extra.process(UnitInput("s/0", images, {"level2": level2}))
+    level2 = [{"image_id": "x", **LEVEL2, "landmark": None}]
+    out = extra.process(make_unit(["x"], inputs={"level2": level2}))
     assert not out.errors and out.table.column("text").to_pylist()[0].strip()
