@@ -42,16 +42,15 @@ import json
 import os
 import tarfile
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from skimage import data as skimage_data
 
 from grand_engine.io import rle
 from grand_engine.io.images import decode_image
+from grand_engine.io.photos import DEMO_IMAGES
 
 __all__ = ["DEMO_IMAGES", "DEMO_MTIME", "build_demo_shard", "demo_annotation"]
 
@@ -61,27 +60,6 @@ JPEG_QUALITY = 90
 MIN_REGIONS, MAX_REGIONS = 10, 40
 MIN_REGION_FRACTION = 0.002  # regions under 0.2 % of the image are too small to be useful masks
 MASK_SOURCE = "classical segmentation (skimage felzenszwalb), not SAM; scores are placeholders"
-
-
-def _motorcycle() -> np.ndarray:
-    return skimage_data.stereo_motorcycle()[0]
-
-
-def _loader(name: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        return getattr(skimage_data, name)()
-
-    return load
-
-
-DEMO_IMAGES: tuple[tuple[str, Callable[[], np.ndarray]], ...] = (
-    ("astronaut", _loader("astronaut")),
-    ("cat", _loader("chelsea")),
-    ("coffee", _loader("coffee")),
-    ("rocket", _loader("rocket")),
-    ("motorcycle", _motorcycle),
-)
-"""The five good images, in ``sa_1`` … ``sa_5`` order."""
 
 
 def _downscale(arr: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from grand_engine.config import ModelSpec, PipelineManifest
+from grand_engine.io.photos import DEMO_IMAGES
 from grand_engine.models.base import load_adapter, looks_local, strip_scheme
 from grand_engine.models.check import format_size
 from grand_engine.models.tiny import random_weights
@@ -58,8 +59,6 @@ QUERIES = ["person", "cat", "cup", "rocket", "motorcycle"]
 
 def bundled_photos() -> list[Photo]:
     """The demo's five scikit-image photos with their known answers."""
-    from grand_engine.demo import DEMO_IMAGES
-
     photos = []
     for name, load in DEMO_IMAGES:
         label, coco, words, ground = PHOTO_ANSWERS[name]
