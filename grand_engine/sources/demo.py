@@ -42,11 +42,12 @@ FORMATS = {"openpsg": "openpsg-gcg", "refcocog": "refcocog-gcg", "flickr30k": "f
 
 
 def _photo(name: str) -> np.ndarray:
-    """A scikit-image sample photograph, downscaled to a long side of :data:`SIDE`."""
-    from PIL import Image  # deferred: only the demo needs these
-    from skimage import data
+    """A demo photograph (:data:`grand_engine.io.photos.DEMO_IMAGES`), downscaled to a long side of :data:`SIDE`."""
+    from PIL import Image  # deferred: only the demo needs Pillow here
 
-    arr = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+    from grand_engine.io.photos import DEMO_IMAGES  # deferred: it imports scikit-image
+
+    arr = dict(DEMO_IMAGES)[name]()
     h, w = arr.shape[:2]
     scale = SIDE / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -71,7 +72,7 @@ def _panoptic(shape: tuple[int, int], boxes: list[tuple[int, tuple[int, int, int
 
 
 def _openpsg(root: Path) -> dict[str, Any]:
-    astronaut, cat, coffee = _photo("astronaut"), _photo("chelsea"), _photo("coffee")
+    astronaut, cat, coffee = _photo("astronaut"), _photo("cat"), _photo("coffee")
     images = {"000000000001": astronaut, "000000000002": cat, "000000000003": coffee}
     for stem, pixels in images.items():
         _save(root / "train2017" / f"{stem}.jpg", pixels)
