@@ -30,7 +30,7 @@ from grand_engine.cli import configure_logging, show_on_console
 from grand_engine.io.store import OutputStore
 from grand_engine.progress import StageBoard
 from grand_engine.runtime.plan import Plan
-from grand_engine.runtime.ray_backend import worker_log_record
+from grand_engine.runtime.ray_backend import WORKER_LOG_MARK, worker_log_record
 from grand_engine.runtime.run import ProgressObserver, RunSummary
 
 LOGS = "_logs"
@@ -92,11 +92,8 @@ class _LogRouter(io.TextIOBase):
         self.log.flush()
 
 
-WORKER_MARK = "[grand-engine worker]"  # grand_engine.runtime.ray_backend.WORKER_LOG_MARK (not imported: no Ray here)
-
-
 def _relog_worker_line(line: str) -> None:
-    if WORKER_MARK not in line:
+    if WORKER_LOG_MARK not in line:  # the cheap test first: most lines are not a worker's log record
         return
     record = worker_log_record(line)
     if record is not None and record.levelno >= logging.WARNING:
