@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when everything checks out, 1 when a discrepancy was found (also after --repair)."""
-    from grand_engine.grandf.progress import Progress  # deferred: the checks import pyarrow and the runtime
+    from grand_engine.progress import Progress  # deferred: the checks import pyarrow and the runtime
     from grand_engine.runtime.verify import verify
 
     shown: list[Progress] = []
