@@ -96,7 +96,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from grand_engine.sources.demo import run_demo  # deferred: the demo runs the pipeline
+    from grand_engine.demo_sources import run_demo  # deferred: the demo runs the pipeline
 
     report = run_demo(
         Path(args.out), backend=args.backend, variables=parse_vars(args.variables), progress=not args.no_progress

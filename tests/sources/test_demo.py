@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
+from grand_engine.demo_sources import run_demo
 from grand_engine.models import tiny
-from grand_engine.sources.demo import run_demo
 
 pytestmark = pytest.mark.slow
 
