@@ -190,8 +190,9 @@ def cmd_errors(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Build the sample shard (and the tiny checkpoints) on first use, run every stage on it, build the explorer and
-    print where everything is. The libraries' output while building goes to the run's log like the run's own."""
+    """Build the sample shard (and the tiny checkpoints) on first use, run every stage on it, build the explorer, then
+    (unless ``--skip-sources``) build GranD-f from the tiny OpenPSG, RefCOCOg and Flickr30K fixtures, and print where
+    everything is. The libraries' output while building goes to the run's log like the run's own."""
     # deferred: the console imports the driver, the demo builder numpy, Pillow and scikit-image
     from grand_engine.cli.console import locations, run_console
     from grand_engine.demo import build_demo_shard
@@ -216,7 +217,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         explorer = _build_explorer(out, root / "explorer")
         for line in locations(str(out), summary, console.log_path, explorer):
             console.summary(line)
-    return 0 if summary.ok else 1
+        sources_ok = True
+        if not args.skip_sources:
+            from grand_engine.demo_sources import run_demo  # deferred: it imports the exports and the model layer
+
+            console.say("GranD-f from open datasets: the OpenPSG, RefCOCOg and Flickr30K fixtures through the LLM")
+            report = run_demo(root / "sources", backend="inline", variables=variables)
+            console.summary(report.summary())
+            sources_ok = report.ok
+    return 0 if summary.ok and sources_ok else 1
 
 
 def _build_explorer(out: Path, dest: Path) -> str | None:
@@ -278,5 +287,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p_demo.add_argument("--backend", choices=["ray", "inline"], default="ray")
     p_demo.add_argument("--levels", default=None, help="levels to run (default: every stage of the manifest)")
     p_demo.add_argument("--no-progress", action="store_true", help="no live progress display")
+    p_demo.add_argument(
+        "--skip-sources",
+        action="store_true",
+        help="skip the GranD-f construction from the OpenPSG, RefCOCOg and Flickr30K fixtures (several minutes)",
+    )
     add_verbosity_options(p_demo, sub=True)
     p_demo.set_defaults(func=cmd_demo)
