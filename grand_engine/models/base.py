@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 from importlib import metadata
@@ -31,11 +32,20 @@ class ModelNotFoundError(FileNotFoundError):
     """A checkpoint could not be resolved; the message names what was tried and how to provide it."""
 
 
+log = logging.getLogger(__name__)
+
+
 def select_device(gpus: float = 0.0) -> str:
-    """``cuda`` when the worker was given GPU share and CUDA is available, else ``cpu``."""
+    """``cuda`` when the worker was given GPU share and CUDA is available, else ``cpu`` — with a warning when a GPU was
+    asked for but CUDA is not available (the run goes on, much slower: the user should know)."""
     import torch  # heavy: imported only when an adapter is placed on a device
 
-    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+    if gpus <= 0:
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    log.warning("a stage asked for %g GPU but CUDA is not available here: its models run on the CPU", gpus)
+    return "cpu"
 
 
 def select_dtype(name: str, device: str) -> Any:

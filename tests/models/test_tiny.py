@@ -156,3 +156,15 @@ def test_every_declared_family_loads_its_adapter() -> None:
         assert cls.family == family and f"{cls.__module__}:{cls.__qualname__}" == target
     with pytest.raises(KeyError, match="unknown model family 'nope'.*depth"):
         base.adapter_class("nope")
+
+
+def test_a_gpu_asked_for_without_cuda_is_a_warning_and_the_cpu(caplog, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level("WARNING", logger="grand_engine.models.base"):
+        assert base.select_device(0.5) == "cpu"
+        assert base.select_device(0.0) == "cpu"
+    assert [r.getMessage() for r in caplog.records] == [
+        "a stage asked for 0.5 GPU but CUDA is not available here: its models run on the CPU"
+    ]
