@@ -38,6 +38,11 @@ def _num(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def _f(value: float | None, digits: int) -> str:
+    """A real number with a fixed number of decimals ("–" for None)."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
 
@@ -92,13 +97,16 @@ def format_report(stats: dict[str, Any]) -> str:
         text = f"short captions: {short['captions']:,}"
         if short.get("phrases_per_caption"):
             p = short["phrases_per_caption"]
-            text += f"; grounded phrases per caption: mean {_num(p['mean'], 2)}, median {_num(p['median'])}, max {_num(p['max'])}"
+            text += (
+                f"; grounded phrases per caption: mean {_f(p['mean'], 2)}, median {_num(p['median'])}, "
+                f"max {_num(p['max'])}"
+            )
         lines.append(text)
     if dense:
         w, p = dense["words"], dense["phrases_per_caption"]
         lines.append(
-            f"dense captions: {dense['captions']:,}; words: mean {_num(w['mean'])}, median {_num(w['median'])}, "
-            f"p10–p90 {_spread(w)}; grounded phrases per caption: mean {_num(p['mean'], 2)}, "
+            f"dense captions: {dense['captions']:,}; words: mean {_f(w['mean'], 1)}, median {_num(w['median'])}, "
+            f"p10–p90 {_spread(w)}; grounded phrases per caption: mean {_f(p['mean'], 2)}, "
             f"median {_num(p['median'])}, max {_num(p['max'])}"
         )
     v = stats.get("verification")
@@ -108,8 +116,8 @@ def format_report(stats: dict[str, Any]) -> str:
             parts.append(f"without a record {v['missing']}")
         lines.append(f"verification of {v['dense_captions']} dense captions: " + ", ".join(parts))
         lines.append(
-            f"  hallucination rate (unconfirmed / checked items): before {_num(v['hallucination_rate_before'], 3)}, "
-            f"after {_num(v['hallucination_rate_after'], 3)}"
+            f"  hallucination rate (unconfirmed / checked items): before {_f(v['hallucination_rate_before'], 3)}, "
+            f"after {_f(v['hallucination_rate_after'], 3)}"
         )
     labels = stats.get("labels") or {}
     if labels.get("labelled_regions"):
