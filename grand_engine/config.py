@@ -52,6 +52,8 @@ class ResourcesSpec(BaseModel):
     replicas: int | None = Field(default=None, ge=1)
     # Ray custom resources per worker, e.g. {accel_a100: 1}: the stage runs only on nodes that have them.
     custom: dict[str, float] | None = None
+    # stages with the same group share one Ray actor pool (models co-resident, decoded images shared)
+    group: str | None = None
 
     @field_validator("custom")
     @classmethod

@@ -198,21 +198,83 @@ def lost_unit_record(plan: Plan, unit: Unit) -> StageRecord:
 
 
 def segments(order: list[str], stages: dict[str, Stage]) -> list[list[str]]:
-    """Group stages into actor pools: each GPU or custom-resource stage alone, runs of adjacent plain
-    CPU stages together.
+    """Group stages into actor pools: the stages of one ``resources.group`` together, each other GPU or
+    custom-resource stage alone, and runs of adjacent plain CPU stages together.
 
-    Fusing CPU stages saves a worker process (and its imports) per stage and a hop per unit; a GPU
-    stage keeps its own pool so its fractional GPU share and batch size stay its own, and a stage that
-    asks for a custom resource keeps its own so that only it is pinned to the nodes that have it.
+    Fusing CPU stages saves a worker process (and its imports) per stage and a hop per unit; a GPU stage keeps its
+    own pool so its fractional GPU share and batch size stay its own, unless the manifest groups it with others
+    (their models then share one process and GPU, and each image is decoded once for all of them); a stage that
+    asks for a custom resource keeps its own so that only it is pinned to the nodes that have it. A group's
+    members need not be adjacent: the pools are ordered so that every stage still comes after its inputs, and a
+    group that cannot be (a member needs a stage that needs another member) is refused.
     """
+    nodes = _contract_groups(order, stages)
     out: list[list[str]] = []
-    for name in order:
-        cpu = _plain_cpu(stages[name])
-        if out and cpu and all(_plain_cpu(stages[s]) for s in out[-1]):
-            out[-1].append(name)
+    for members in nodes:
+        grouped = bool(stages[members[0]].resources.group)
+        cpu = not grouped and _plain_cpu(stages[members[0]])
+        previous = out[-1] if out else []
+        if (
+            cpu
+            and previous
+            and not stages[previous[0]].resources.group
+            and all(_plain_cpu(stages[s]) for s in previous)
+        ):
+            previous.append(members[0])
         else:
-            out.append([name])
+            out.append(list(members))
     return out
+
+
+def _contract_groups(order: list[str], stages: dict[str, Stage]) -> list[list[str]]:
+    """The stages in an order where the members of each group are adjacent (a group is one node; within a group,
+    and between nodes, the stages' order is kept where the inputs allow)."""
+    node_of = {n: (stages[n].resources.group or n) for n in order}
+    members: dict[str, list[str]] = {}
+    for name in order:
+        members.setdefault(node_of[name], []).append(name)
+    graph = {
+        node: sorted({node_of[req] for m in names for req in stages[m].inputs() if req in node_of} - {node})
+        for node, names in members.items()
+    }
+    position = {node: order.index(names[0]) for node, names in members.items()}
+    done: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        if state.get(node) == 1:
+            cycle = " -> ".join(path[path.index(node) :] + [node])
+            raise ConfigError(
+                f"resources.group cannot run as one actor pool: {cycle} (a member needs a stage that needs another "
+                "member); put those stages in separate groups"
+            )
+        state[node] = 1
+        for dep in sorted(graph[node], key=position.get):
+            visit(dep, [*path, node])
+        state[node] = 2
+        done.append(node)
+
+    for node in sorted(members, key=position.get):
+        visit(node, [])
+    return [members[node] for node in done]
+
+
+def pool_gpus(members: dict[str, Stage]) -> float:
+    """The GPU share one actor of a pool asks for: a group's members are resident together, so their shares add up
+    (at most one GPU: one actor places its models on one device); a single stage asks for its own."""
+    gpus = [st.resources.gpus for st in members.values()]
+    if not any(st.resources.group for st in members.values()):
+        return max(gpus)
+    total = round(sum(gpus), 6)
+    if total > 1:
+        group = next(st.resources.group for st in members.values())
+        raise ConfigError(
+            f"resources.group {group!r} asks for {total:g} GPUs in one actor ({', '.join(members)}); one actor uses "
+            "one GPU: lower the members' resources.gpus so that they add up to at most 1"
+        )
+    return total
 
 
 def custom_resources(members: dict[str, Stage]) -> dict[str, float]:
@@ -348,7 +410,7 @@ def run_ray(
         inbox = ray.remote(num_cpus=0)(EventInbox).remote() if on_event is not None else None
         for group, num_cpus in zip(groups, cpus, strict=True):
             members = {name: pipeline.stages[name] for name in group}
-            gpus = max(st.resources.gpus for st in members.values())
+            gpus = pool_gpus(members)
             custom = custom_resources(members)
             ds = ds.map_batches(
                 StageWorker,

@@ -30,7 +30,9 @@ class Resources:
     ``gpus`` may be fractional (several actors share a card); ``cpus`` should be small and explicit
     for GPU stages; ``batch_size`` is the number of images per model call; ``replicas`` is the size of
     the stage's actor pool. ``custom`` asks for Ray custom resources per worker (``{"accel_a100": 1}``):
-    the stage's actors then run only on nodes started with them (``ray start --resources``).
+    the stage's actors then run only on nodes started with them (``ray start --resources``). Stages with the same
+    ``group`` name run in one actor pool on the Ray backend: their models are resident in the same process (on the
+    same GPU) and the unit's decoded images are shared between them.
     """
 
     gpus: float = 0.0
@@ -38,6 +40,7 @@ class Resources:
     batch_size: int = 8
     replicas: int = 1
     custom: dict[str, float] = field(default_factory=dict, hash=False)
+    group: str = ""
 
     def __post_init__(self) -> None:
         custom = {str(k): float(v) for k, v in dict(self.custom or {}).items()}

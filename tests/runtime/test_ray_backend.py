@@ -60,6 +60,55 @@ def test_segments_fuse_adjacent_cpu_stages_and_isolate_gpu_stages():
     assert segments(list(stages), stages) == [["images"], ["t_area"], ["t_double", "t_pixels"], ["x_gpu"]]
 
 
+def test_a_group_of_stages_is_one_pool_placed_after_its_inputs():
+    from grand_engine.runtime.ray_backend import pool_gpus, segments
+    from tests.runtime.stages_for_tests import AreaStage, DoubleStage, PixelStage
+
+    stages = {
+        "images": AreaStage.configure(),
+        "t_area": AreaStage.configure(resources={"gpus": 0.25, "group": "vision"}),
+        "t_double": DoubleStage.configure(),
+        "t_area2": AreaStage.configure(resources={"gpus": 0.5, "group": "vision"}),  # needs only images
+        "t_pixels": PixelStage.configure(),
+    }
+    # the group's members run together, before t_double (which needs t_area); the CPU stages after it fuse
+    assert segments(list(stages), stages) == [["images"], ["t_area", "t_area2"], ["t_double", "t_pixels"]]
+    assert pool_gpus({n: stages[n] for n in ("t_area", "t_area2")}) == 0.75  # co-resident: the shares add up
+    assert pool_gpus({"t_pixels": stages["t_pixels"]}) == 0
+
+
+def test_a_group_that_would_reorder_its_inputs_or_overfill_a_gpu_is_refused():
+    from grand_engine.config import ConfigError
+    from grand_engine.runtime.ray_backend import pool_gpus, segments
+    from tests.runtime.stages_for_tests import AreaStage, DoubleStage, PixelStage
+
+    stages = {
+        "images": AreaStage.configure(),
+        "t_area": AreaStage.configure(resources={"group": "g"}),
+        "t_double": DoubleStage.configure(),  # needs t_area, and t_pixels needs it
+        "t_pixels": PixelStage.configure(resources={"group": "g"}),
+    }
+    with pytest.raises(ConfigError, match="resources.group cannot run as one actor pool: g -> t_double -> g"):
+        segments(list(stages), stages)
+    heavy = {n: AreaStage.configure(resources={"gpus": 0.6, "group": "big"}) for n in ("a", "b")}
+    with pytest.raises(ConfigError, match="resources.group 'big' asks for 1.2 GPUs in one actor"):
+        pool_gpus(heavy)
+
+
+def test_grouped_stages_on_ray_write_the_same_tables(ray_cluster, shards, test_manifest, tmp_path):
+    manifest_file, _ = test_manifest()
+    grouped = ["t_area.resources.group=pair", "t_double.resources.group=pair"]
+    run(load_manifest(manifest_file), [str(shards)], str(tmp_path / "inline"), backend="inline", progress=False)
+    plan, summary = run(
+        load_manifest(manifest_file, overrides=grouped), [str(shards)], str(tmp_path / "ray"), progress=False
+    )
+    assert summary.ok and summary.units_done == 4
+    for unit in plan.units:
+        for stage in plan.pipeline.order:
+            a = pq.read_table(tmp_path / "inline" / data_path(stage, unit.unit_id))
+            assert a.equals(pq.read_table(tmp_path / "ray" / data_path(stage, unit.unit_id))), (stage, unit.unit_id)
+
+
 def test_gpu_stage_on_a_cluster_without_gpus_fails_before_any_work(ray_cluster, shards, test_manifest, tmp_path):
     from grand_engine.config import ConfigError
 
