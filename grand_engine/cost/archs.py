@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from grand_engine.cost.configs import ModelConfig
+from grand_engine.models.pooling import attention_pool
 
 Size = tuple[int, int]
 
@@ -200,6 +201,9 @@ class Arch:
     def embed_image(self, model: Any, rt: Runtime, batch: int, size: Size) -> Any:
         raise UnsupportedCall(f"{type(self).__name__} takes no box prompts")
 
+    def pooled(self, model: Any, rt: Runtime, batch: int, size: Size, regions: int) -> Any:
+        raise UnsupportedCall(f"{type(self).__name__} has no pooling head to pool regions with")
+
     def boxes(self, model: Any, rt: Runtime, embedding: Any, boxes: int) -> Any:
         raise UnsupportedCall(f"{type(self).__name__} takes no box prompts")
 
@@ -215,7 +219,17 @@ class Arch:
 class DenseVision(Arch):
     """Depth and closed-set detection models: one forward over the image."""
 
-    model_types = ("dpt", "depth_anything", "depth_pro", "d_fine", "rt_detr", "rt_detr_v2", "zoedepth")
+    model_types = (
+        "dpt",
+        "depth_anything",
+        "depth_pro",
+        "d_fine",
+        "rt_detr",
+        "rt_detr_v2",
+        "zoedepth",
+        "vit",
+        "dinov2",
+    )
     kinds = frozenset({"image"})
 
     def native_size(self) -> int:
@@ -345,6 +359,14 @@ class Siglip(Arch):
 
     def text(self, model: Any, rt: Runtime, batch: int, tokens: int) -> Any:
         return model.get_text_features(input_ids=rt.ids(batch, self.query_tokens()))
+
+    def pooled(self, model: Any, rt: Runtime, batch: int, size: Size, regions: int) -> Any:
+        """One pass of the image tower, then the attention-pooling head once per region (``mode: pooled``)."""
+        tower = model.vision_model
+        if getattr(tower, "head", None) is None:
+            raise UnsupportedCall(f"{self.mc.key} has no attention-pooling head (SigLIP's) to pool regions with")
+        hidden = tower(pixel_values=rt.floats(batch, 3, *size)).last_hidden_state
+        return [attention_pool(tower.head, hidden[b], rt.floats(regions, hidden.shape[1])) for b in range(batch)]
 
     def query_tokens(self) -> int:
         return int(self.config.text_config.max_position_embeddings)

@@ -24,6 +24,7 @@ Role = tuple[str, str]
 VLM_ROLES: tuple[Role, ...] = (
     ("landmark", "vlm"),
     ("caption_vlm", "vlm"),
+    ("caption_blip2", "vlm"),
     ("region_captions", "vlm"),
     ("region_attributes", "vlm"),
 )
@@ -70,6 +71,7 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("Qwen/Qwen2.5-VL-7B-Instruct", "vlm", VLM_ROLES, pixels_per_token=28),
     Candidate("Qwen/Qwen3-VL-8B-Instruct", "vlm", VLM_ROLES, pixels_per_token=32),
     Candidate("Qwen/Qwen3-VL-4B-Instruct", "vlm", VLM_ROLES, pixels_per_token=32),
+    Candidate("Qwen/Qwen3-VL-2B-Instruct", "vlm", VLM_ROLES, pixels_per_token=32),
     Candidate(
         "florence-community/Florence-2-large",
         "vlm",
@@ -83,8 +85,11 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("depth-anything/Depth-Anything-V2-Large-hf", "depth", (("depth", "depth"),)),
     Candidate("apple/DepthPro-hf", "depth", (("depth", "depth"),)),
     Candidate("google/siglip2-so400m-patch14-384", "clip", CLIP_ROLES),
+    Candidate("google/siglip2-base-patch16-224", "clip", CLIP_ROLES),
     Candidate("Qwen/Qwen3-8B", "llm", LLM_ROLES, backend="vllm"),
     Candidate("Qwen/Qwen3-14B", "llm", LLM_ROLES, backend="vllm"),
+    Candidate("Qwen/Qwen3-4B", "llm", LLM_ROLES, backend="vllm"),
+    Candidate("Qwen/Qwen3-1.7B", "llm", LLM_ROLES, backend="vllm"),
 )
 """Issue 16's candidates for the 2026 profile (and the 2023 models they would replace, for comparison)."""
 

@@ -88,6 +88,10 @@ class CallCost:
             "shared_tokens": c.shared_tokens,
             "new_tokens": c.new_tokens,
             "boxes": c.boxes,
+            "long_side": c.long_side,
+            "vision_reused": c.vision_reused,
+            "image_prefix_cached": c.image_prefix_cached,
+            "batched": c.batched,
             "gflops_per_call": {k: v / 1e9 for k, v in self.flops.items()},
             "decode_bytes_per_token": self.decode_bytes_per_token,
             "decode_step_gflops": self.decode_step_flops / 1e9,
@@ -123,12 +127,14 @@ class RoleCost:
     key: str | None = None
     gpu: bool = True
     batch: int = 1
+    batch_cap: int = 0
     stage_batch: int = 1
     backend: str | None = None
     memory_budget_gb: float = 0.0
     params: int = 0
     decode_params: int = 0
     kv_bytes_per_token: int = 0
+    kv_element_bytes: int = 0
     kv_cache_gb: float = 0.0
     setup_flops: float = 0.0
     prefix_caching: bool = False
@@ -216,14 +222,25 @@ class ModelCache:
         return self.counts[key]
 
 
-def decode_batch(spec: ModelSpec, batch_size: int) -> int:
-    """Sequences decoded together: the stage's batch, capped by the backend's concurrency."""
+def kv_cache_element_bytes(spec: ModelSpec, dtype: str) -> int:
+    """Bytes per key/value element: 1 for an FP8 cache (vLLM's ``kv_cache_dtype: fp8``, in the role's options or
+    its ``engine_kwargs``), else the model's dtype."""
+    opts = spec.options
+    kv = str(opts.get("kv_cache_dtype") or (opts.get("engine_kwargs") or {}).get("kv_cache_dtype") or "auto")
+    return 1 if kv.startswith("fp8") else DTYPE_BYTES[dtype]
+
+
+def decode_cap(spec: ModelSpec) -> int:
+    """Sequences the backend decodes together at most (``max_num_seqs`` / ``max_batch_size`` or its default)."""
     opts = spec.options
     if spec.backend == "vllm":
-        cap = int(opts.get("max_num_seqs") or VLLM_MAX_SEQS)
-    else:
-        cap = int(opts.get("max_num_seqs") or opts.get("max_batch_size") or HF_GENERATE_BATCH.get(spec.family, 8))
-    return max(1, min(int(batch_size or 1), cap))
+        return int(opts.get("max_num_seqs") or VLLM_MAX_SEQS)
+    return int(opts.get("max_num_seqs") or opts.get("max_batch_size") or HF_GENERATE_BATCH.get(spec.family, 8))
+
+
+def decode_batch(spec: ModelSpec, batch_size: int) -> int:
+    """Sequences decoded together for one call per image: the stage's batch, capped by the backend's concurrency."""
+    return max(1, min(int(batch_size or 1), decode_cap(spec)))
 
 
 def _with_options(arch: Arch, spec: ModelSpec, workload: Workload) -> Arch:
@@ -256,9 +273,16 @@ def cost_call(
     h, w = int(workload["image_height"]), int(workload["image_width"])
     if call.image == "crop":
         h = w = _crop_side(workload)
+    elif call.long_side and max(h, w) > call.long_side:  # the stage's own resize before the processor
+        scale = call.long_side / max(h, w)
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
     size = arch.input_size(h, w, crop=call.image == "crop")
     out = CallCost(call)
     key = (tag, role.dtype, call.kind, call.image, size, call.queries, call.text_tokens, call.boxes)
+    if call.kind == "pooled":
+        out.input_size = size
+        out.flops["image"] = cache.count(key, lambda: arch.pooled(model, rt, 1, size, call.boxes))
+        return out
     if call.kind == "image":
         out.input_size = size
         if call.queries and hasattr(arch, "prompt"):  # SAM 3: the backbone once, the detector once per prompt
@@ -303,15 +327,20 @@ def _cost_generate(
 ) -> CallCost:
     out = CallCost(call)
     with_image = call.image != "none" and arch.has_vision()
+    image_cached = with_image and call.image_prefix_cached and role.prefix_caching
     if with_image:
         out.input_size = size
         out.image_tokens = arch.image_tokens(size)
-        out.flops["vision"] = cache.count(key + ("vision",), lambda: arch.vision(model, rt, 1, size))
+        if not (call.vision_reused or image_cached):
+            out.flops["vision"] = cache.count(key + ("vision",), lambda: arch.vision(model, rt, 1, size))
     prompt = out.image_tokens + call.prompt_tokens
     new = int(call.new_tokens)
     shared = call.shared_tokens if role.prefix_caching else 0
-    gkey = key + (prompt, shared, new)
+    # a prefix already in the cache for this image (the image and what precedes it): attended to, not prefilled
+    held = out.image_tokens if image_cached else 0
+    gkey = key + (prompt, shared, new, held)
     bytes_ = DTYPE_BYTES[role.dtype]
+    kv_bytes = role.kv_element_bytes or bytes_
 
     def run(tokens: int, context: int, enc: int = 0) -> Any:
         """Append ``tokens`` to a cache of ``context`` (built inside, so it matches the truncated decoder)."""
@@ -322,23 +351,28 @@ def _cost_generate(
         out.flops["encoder"] = cache.count(gkey + ("enc",), lambda: arch.encode(model, rt, 1, enc))
         out.flops["prefill"] = count_decoder(arch, model, cache, gkey + ("pre",), run(1, 0, enc))
         mid = 1 + new // 2
-        cross = arch.kv_bytes_per_token(bytes_) * enc
+        cross = arch.kv_bytes_per_token(kv_bytes) * enc
     else:
         enc = 0
-        out.flops["prefill"] = count_decoder(arch, model, cache, gkey + ("pre",), run(max(1, prompt - shared), shared))
+        out.flops["prefill"] = count_decoder(
+            arch, model, cache, gkey + ("pre",), run(max(1, prompt - shared - held), shared + held)
+        )
         if shared:
             role.setup_flops += count_decoder(arch, model, cache, gkey + ("shared",), run(shared, 0))
         mid = prompt + new // 2
         cross = 0
     # sequences decoded together: the role's batch, as many as the card's memory left after the weights holds
     # (a cached prefix is stored once for all of them)
-    per_sequence = arch.kv_bytes_per_token(bytes_) * (prompt - shared + new) + cross
-    prefix = arch.kv_bytes_per_token(bytes_) * shared
-    fit = int((role.memory_budget_gb * 1e9 - prefix) // per_sequence) if per_sequence else role.batch
-    out.batch = max(1, min(role.batch, fit))
-    if fit < role.batch:
+    per_sequence = arch.kv_bytes_per_token(kv_bytes) * (prompt - shared + new) + cross
+    prefix = arch.kv_bytes_per_token(kv_bytes) * shared
+    # the stage sends a call for every image of its batch at once (``batched``), or one at a time
+    wanted = max(1, int(role.stage_batch * call.per_image) if call.batched else math.ceil(call.per_image))
+    wanted = min(wanted, role.batch_cap or wanted)
+    fit = int((role.memory_budget_gb * 1e9 - prefix) // per_sequence) if per_sequence else wanted
+    out.batch = max(1, min(wanted, fit))
+    if fit < wanted:
         role.notes.append(
-            f"{call.what}: the KV cache of {per_sequence / 1e9:.2f} GB per sequence lets {out.batch} of {role.batch} "
+            f"{call.what}: the KV cache of {per_sequence / 1e9:.2f} GB per sequence lets {out.batch} of {wanted} "
             f"sequences share the card"
         )
     if new:
@@ -347,7 +381,7 @@ def _cost_generate(
         out.decode_step_flops = step
         out.flops["decode"] = step * new
         weights = role.decode_params * bytes_
-        kv = arch.kv_bytes_per_token(bytes_) * mid + cross
+        kv = arch.kv_bytes_per_token(kv_bytes) * mid + cross
         out.decode_bytes_per_token = (weights + out.batch * kv) / out.batch
     role.kv_cache_gb = max(role.kv_cache_gb, (prefix + out.batch * per_sequence) / 1e9)
     return out
@@ -383,12 +417,14 @@ def cost_role(
     role.params = count_params(model)
     role.stage_batch = int(getattr(stage.resources, "batch_size", 1) or 1)
     role.batch = decode_batch(spec, role.stage_batch)
+    role.batch_cap = decode_cap(spec)
     role.backend = spec.backend
     role.prefix_caching = spec.backend == "vllm"
     role.memory_budget_gb = card_gb * float(spec.options.get("gpu_memory_utilization", 0.9)) - role.weight_gb
     if isinstance(arch, Generative):
         role.decode_params = sum(count_params(m) for m in arch.decode_modules(model))
-        role.kv_bytes_per_token = arch.kv_bytes_per_token(DTYPE_BYTES[role.dtype])
+        role.kv_element_bytes = kv_cache_element_bytes(spec, role.dtype)
+        role.kv_bytes_per_token = arch.kv_bytes_per_token(role.kv_element_bytes)
         if role.prefix_caching:
             role.notes.append("vLLM caches prompt prefixes: the shared in-context prefix is prefilled once per worker")
     ctx = Context(stage, slot, spec, stages, workload, arch.kinds)

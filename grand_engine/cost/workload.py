@@ -88,6 +88,15 @@ class Call:
     against the image (their embeddings cached per worker); ``text_tokens``: text read in the same pass
     (Grounding DINO) or encoded (``text``); for ``generate``: ``prompt_tokens`` of text besides the image, of
     which ``shared_tokens`` are a prefix common to every image, and ``new_tokens`` generated.
+
+    ``long_side``: the stage resizes the image so that its long side is at most this many pixels before the
+    model's processor (``caption_blip2``). ``vision_reused``: the vision tower's output for this image is kept
+    from an earlier call on it (the adapter reuses it), so only the language part runs. ``image_prefix_cached``:
+    the prompt up to and including the image is a prefix the backend already holds for this image (vLLM's prefix
+    and encoder caches), so neither the vision tower nor the prefill of the image tokens runs. A ``pooled`` call is
+    one pass over the image whose dense features are pooled over ``boxes`` regions (masks or boxes). ``batched``:
+    the stage sends this call for all images of its batch together (a generation decodes them as one batch); when
+    false it sends one call at a time.
     """
 
     kind: str
@@ -100,6 +109,26 @@ class Call:
     shared_tokens: int = 0
     new_tokens: int = 0
     boxes: int = 0
+    long_side: int = 0
+    vision_reused: bool = False
+    image_prefix_cached: bool = False
+    batched: bool = True
+
+
+def scene_graph_parts(texts: list[str]) -> dict[str, int]:
+    """Characters of rendered scene graphs by section (the layout of :mod:`grand_engine.stages.scene_graph`): the
+    depth layers with their object groups, the relationships (and how many lines they have), the short captions and
+    the landmark, each with its heading, summed over ``texts``."""
+    parts = {"objects": 0, "captions": 0, "relationships": 0, "relationship_lines": 0, "landmarks": 0}
+    headings = {"Short Captions:": "captions", "Relationships:": "relationships", "Landmarks:": "landmarks"}
+    for text in texts:
+        section = "objects"
+        for line in text.split("\n"):
+            section = headings.get(line.strip(), section)
+            parts[section] += len(line) + 1
+            if section == "relationships" and "Group Ids:" in line:
+                parts["relationship_lines"] += 1
+    return parts
 
 
 class Workload:
@@ -136,12 +165,16 @@ class Workload:
         scenes = in_context_examples()
         system = t(VICUNA_SYSTEM)
         level3_template = render_prompt(PROMPT, examples=level3_examples(), scene_graph="")
-        graph_chars = sum(len(build_scene_graph(s["annotation"])["text"]) for s in scenes)
         objects = sum(
             len(s["annotation"].get("objects", [])) + len(s["annotation"].get("floating_objects", [])) for s in scenes
         )
-        per_object_graph = graph_chars / max(1, objects)
+        graph = scene_graph_parts([build_scene_graph(s["annotation"])["text"] for s in scenes])
+        per_object_graph = graph["objects"] / max(1, objects)
+        per_relationship = graph["relationships"] / max(1, graph["relationship_lines"])
+        fixed_graph = (graph["captions"] + graph["landmarks"]) / len(scenes)
         n_objects = min(self.values["regions_per_image"], 100)  # scene_graph keeps at most 100 objects (§4.1)
+        n_relationships = self.values["referring_expressions_per_image"]
+        graph_chars = per_object_graph * n_objects + per_relationship * n_relationships + fixed_graph
         level4_template = render_prompt(LEVEL4_PROMPT, examples=level4_examples(), objects="")
         list_chars = sum(len(render_level4_objects(s["annotation"])) for s in scenes)
         per_object_list = list_chars / max(1, objects)
@@ -162,9 +195,10 @@ class Workload:
                 "system prompt + prompts/level3_dense_caption.txt with its two in-context examples",
             ),
             "scene_graph_tokens": (
-                t("x" * round(per_object_graph * n_objects)),
-                f"the examples' scene graphs ({per_object_graph:.0f} characters per object) × "
-                f"{n_objects:g} objects (regions_per_image, at most 100)",
+                t("x" * round(graph_chars)),
+                f"the examples' scene graphs: {per_object_graph:.0f} characters per object × {n_objects:g} objects "
+                f"(regions_per_image, at most 100) + {per_relationship:.0f} per relationship × "
+                f"{n_relationships:g} (referring_expressions_per_image) + {fixed_graph:.0f} of captions and landmark",
             ),
             "dense_caption_tokens": (
                 t("x" * round(caption_chars)),
@@ -247,19 +281,38 @@ def _detector(c: Context, queries: int, what: str, per_image: float = 1.0) -> li
     return [Call("image", per_image, what, queries=queries, text_tokens=queries * 3)]
 
 
+def prefix_cached(c: Context) -> bool:
+    """The role's backend keeps prompt prefixes and image encodings between calls (vLLM: prefix and encoder
+    caches), so a second question on the same image prefills only its own text."""
+    return getattr(c.spec, "backend", None) == "vllm"
+
+
 def _landmark(c: Context) -> list[Call]:
     w = c.workload
     if c.slot == "clip":
         return [Call("image", 1, "zero-shot scene category, coarse then fine (same image embedding)")]
-    return [
-        Call(
-            "generate",
-            2,
-            "coarse then fine multiple-choice question",
-            prompt_tokens=w.p("landmark_prompt_tokens"),
-            new_tokens=int(w["landmark_answer_tokens"]),
-        )
-    ]
+    prompt, answer = w.p("landmark_prompt_tokens"), int(w["landmark_answer_tokens"])
+    if prefix_cached(c):  # the image comes first in both questions: the fine one finds it in the cache
+        return [
+            Call("generate", 1, "coarse multiple-choice question", prompt_tokens=prompt, new_tokens=answer),
+            Call(
+                "generate",
+                1,
+                "fine multiple-choice question (image prefix cached)",
+                prompt_tokens=prompt,
+                new_tokens=answer,
+                image_prefix_cached=True,
+            ),
+        ]
+    return [Call("generate", 2, "coarse then fine multiple-choice question", prompt_tokens=prompt, new_tokens=answer)]
+
+
+def _same_image(c: Context, n: float, what: str, reuse: str, **kw: Any) -> list[Call]:
+    """``n`` generations on one image: a Florence-2 adapter encodes the image once and reuses the vision features
+    for the others (:class:`grand_engine.models.vlm.VLM`); other models encode it every time."""
+    if "florence" not in str(c.spec.id).lower() or n <= 1:
+        return [Call("generate", n, what, **kw)]
+    return [Call("generate", 1, what, **kw), Call("generate", n - 1, f"{what} ({reuse})", vision_reused=True, **kw)]
 
 
 def _region_captions(c: Context) -> list[Call]:
@@ -281,15 +334,15 @@ def _ground_phrases(c: Context) -> list[Call]:
     caption = (w["blip2_caption_tokens"] + w["vlm_caption_tokens"]) / 2
     n = w["short_captions_per_image"]
     if "generate" in c.kinds:  # Florence-2 style phrase grounding: the caption in, phrases with boxes out
-        return [
-            Call(
-                "generate",
-                n,
-                "phrase grounding of one caption",
-                prompt_tokens=int(caption) + FLORENCE_TASK_TOKENS,
-                new_tokens=int(w["phrases_per_caption"] * (4 + 4)),
-            )
-        ]
+        return _same_image(  # the stage grounds one caption per call (the grounder interface takes one)
+            c,
+            n,
+            "phrase grounding of one caption",
+            "the image's vision features reused",
+            prompt_tokens=int(caption) + FLORENCE_TASK_TOKENS,
+            new_tokens=int(w["phrases_per_caption"] * (4 + 4)),
+            batched=False,
+        )
     return [Call("image", n, "one caption read with the image (whole caption once)", text_tokens=int(caption))]
 
 
@@ -298,17 +351,45 @@ def _region_attributes(c: Context) -> list[Call]:
     florence = "florence" in str(c.spec.id).lower()
     mode = c.param("mode", "auto")
     in_place = mode == "region" or (mode == "auto" and florence)
-    what = "one region described in place (the whole image encoded per region)" if in_place else "one object crop"
-    return [
-        Call(
-            "generate",
-            w["large_objects_per_image"],
-            what,
-            image="full" if in_place else "crop",
-            prompt_tokens=FLORENCE_TASK_TOKENS + 4 if in_place else w.p("crop_prompt_tokens"),
-            new_tokens=int(w["region_description_tokens"]),
+    n = w["large_objects_per_image"]
+    new = int(w["region_description_tokens"])
+    if in_place:  # the box as location tokens in the prompt; the image's vision features computed once
+        return _same_image(
+            c,
+            n,
+            "one region described in place",
+            "the image encoded once for all regions",
+            prompt_tokens=FLORENCE_TASK_TOKENS + 4,
+            new_tokens=new,
         )
+    return [
+        Call("generate", n, "one object crop", image="crop", prompt_tokens=w.p("crop_prompt_tokens"), new_tokens=new)
     ]
+
+
+def _crop_classifier(c: Context, crops: float, what: str) -> list[Call]:
+    """CLIP on every region's crop (``mode: crops``, the reference's), or one dense feature map of the whole image
+    pooled over the regions (``mode: pooled``)."""
+    if c.param("mode", "crops") == "pooled":
+        regions = max(1, round(crops))
+        return [Call("pooled", 1, f"one image pass pooled over {regions} regions ({what})", boxes=regions)]
+    return [Call("image", crops, f"one {what} crop", image="crop")]
+
+
+def _ovss(c: Context) -> list[Call]:
+    """CASS: every window of the image resized to ``short_side`` through CLIP's and the VFM's image towers."""
+    # the ovss package loads the manifest schema (pydantic), which a bare GPU machine running a plan file lacks
+    from grand_engine.ovss.windows import window_grid
+
+    w = c.workload
+    cass = dict(c.param("cass", {}) or {})
+    short = int(cass.get("short_side", 448))
+    window = int(cass.get("window") or 224)
+    stride = int(cass.get("stride") or window // 2)
+    h, wd = w["image_height"], w["image_width"]
+    scale = short / min(h, wd)
+    windows = len(window_grid(max(window, round(h * scale)), max(window, round(wd * scale)), window, stride))
+    return [Call("image", windows, f"one {window} px window of the image at short side {short}", image="crop")]
 
 
 def _dense_caption(c: Context) -> list[Call]:
@@ -402,17 +483,21 @@ PROGRAMS: dict[tuple[str, str], Callable[[Context], list[Call]]] = {
     ("detect_ov", "detector"): lambda c: _detector(c, _tags(c), f"{_tags(c)} queries (tags + 'trees')"),
     ("detect_ov2", "detector"): lambda c: _detector(c, _tags(c), f"{_tags(c)} tags as one caption"),
     ("region_captions", "vlm"): _region_captions,
-    ("sam_classify", "clip"): lambda c: [
-        Call(
-            "image",
-            c.workload["sa1b_masks_per_image"] * c.workload["sam_classify_fraction"],
-            "one SA-1B mask crop classified over the LVIS names",
-            image="crop",
-        )
-    ],
+    ("sam_classify", "clip"): lambda c: _crop_classifier(
+        c,
+        c.workload["sa1b_masks_per_image"] * c.workload["sam_classify_fraction"],
+        "SA-1B mask classified over the LVIS names",
+    ),
     ("sam_masks", "sam"): _sam_masks,
     ("caption_blip2", "vlm"): lambda c: [
-        Call("generate", 1, "short caption", new_tokens=int(c.workload["blip2_caption_tokens"]))
+        Call(
+            "generate",
+            1,
+            "short caption",
+            prompt_tokens=c.workload.tokens(str(c.param("prompt", "") or "")) if c.param("prompt") else 0,
+            new_tokens=int(c.workload["blip2_caption_tokens"]),
+            long_side=int(c.param("long_side", 0) or 0),
+        )
     ],
     ("caption_vlm", "vlm"): lambda c: [
         Call(
@@ -425,14 +510,13 @@ PROGRAMS: dict[tuple[str, str], Callable[[Context], list[Call]]] = {
     ],
     ("ground_phrases", "grounder"): _ground_phrases,
     ("region_attributes", "vlm"): _region_attributes,
-    ("label_assign", "clip"): lambda c: [
-        Call(
-            "image",
-            c.workload["regions_per_image"] * c.workload["label_assign_fraction"],
-            "one object crop scored against its candidate labels",
-            image="crop",
-        )
-    ],
+    ("label_assign", "clip"): lambda c: _crop_classifier(
+        c,
+        c.workload["regions_per_image"] * c.workload["label_assign_fraction"],
+        "object scored against its candidate labels",
+    ),
+    ("ovss", "clip"): _ovss,
+    ("ovss", "vfm"): _ovss,
     ("masks", "sam"): _masks,
     ("dense_caption", "llm"): _dense_caption,
     ("verify", "llm"): _verify,
