@@ -21,6 +21,7 @@ from PIL import Image
 
 from grand_engine.models.base import Adapter, hf_load_kwargs, looks_local, strip_scheme
 from grand_engine.models.imaging import CHANNELS_LAST, check_images, chunks
+from grand_engine.models.pooling import Region, attention_pool, region_weights
 
 LOGIT_SCALE = 100.0
 """CLIP's trained logit scale (EVA-CLIP label assignment uses softmax(100 · cos))."""
@@ -96,6 +97,14 @@ class ImageTextEmbedder(Adapter):
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return np.stack([self._text_cache[t] for t in texts])
+
+    def encode_regions(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[Region]]) -> list[np.ndarray]:
+        """Region embeddings pooled from one pass over each image; only families with an attention-pooling head
+        (``hf_clip`` with SigLIP) have them."""
+        raise ValueError(
+            f"model {self.spec.id!r} (family {self.family}) cannot pool regions from one image pass: it needs "
+            f"SigLIP's attention-pooling head (family hf_clip); use mode 'crops'"
+        )
 
     def classify(self, images: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
         """``(N_images, N_labels)`` float32 probabilities: softmax over labels of ``100 · cos``."""
@@ -196,6 +205,47 @@ class HFClipAdapter(ImageTextEmbedder):
         )
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return self._features(self.model.get_image_features(**inputs))
+
+    def encode_regions(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[Region]]) -> list[np.ndarray]:
+        """L2-normalised embeddings of regions, pooled from one pass over each whole image (``mode: pooled`` of the
+        crop classifiers, :mod:`grand_engine.models.pooling`): per image a float32 ``(R, D)`` array for its regions,
+        each an xyxy pixel box or an ``H×W`` boolean mask. Needs a fixed-resolution processor (the whole image
+        stretched, no crop) and SigLIP's attention-pooling head."""
+        # torch is heavy: imported on first use
+        import torch
+
+        images = check_images(images)
+        if len(images) != len(regions):
+            raise ValueError(f"got {len(images)} images but {len(regions)} region lists")
+        tower = getattr(self.model, "vision_model", None)
+        if tower is None or getattr(tower, "head", None) is None:
+            raise ValueError(f"model {self.spec.id!r} has no attention-pooling head (SigLIP's): use mode 'crops'")
+        resized, patch = self._stretch_geometry()
+        out: list[np.ndarray] = [np.zeros((0, self.embed_dim), np.float32)] * len(images)
+        todo = [i for i, r in enumerate(regions) if len(r)]
+        with torch.inference_mode():
+            for _, part in chunks(todo, self.batch_size):
+                inputs = self.processor(
+                    images=[images[i] for i in part], return_tensors="pt", input_data_format=CHANNELS_LAST
+                ).to(self.device)
+                hidden = tower(pixel_values=inputs["pixel_values"].to(self.model.dtype)).last_hidden_state
+                for row, i in enumerate(part):
+                    h, w = images[i].shape[:2]
+                    weights = torch.as_tensor(region_weights(regions[i], h, w, resized, patch))
+                    if weights.shape[1] != hidden.shape[1]:
+                        raise ValueError(f"{hidden.shape[1]} patch tokens, but a {resized} grid of {patch} px")
+                    out[i] = self._features(attention_pool(tower.head, hidden[row], weights))
+        return out
+
+    def _stretch_geometry(self) -> tuple[tuple[int, int], int]:
+        """``((height, width), patch)`` of the processor's stretched input, or ``ValueError`` when the processor
+        crops or keeps the aspect ratio (the patch grid would not map linearly onto the whole image)."""
+        ip = self.processor.image_processor
+        size = dict(getattr(ip, "size", None) or {})
+        if "height" not in size or "width" not in size or getattr(ip, "do_center_crop", False):
+            raise ValueError(f"model {self.spec.id!r}: pooled regions need a processor that stretches the whole image")
+        patch = int(self.model.config.vision_config.patch_size)
+        return (int(size["height"]), int(size["width"])), patch
 
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         tokens = self.processor.tokenizer(

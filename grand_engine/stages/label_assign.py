@@ -11,6 +11,10 @@ always one of the object's ``labels``.
 
 Objects with one label (or none) get no entry: ``level2`` uses ``labels[0]`` for them, then applies the
 person normalisation of step 17. Ids are ``link_phrases`` ids.
+
+``mode: pooled`` (not the reference's) encodes each image once and pools every object's embedding from the patch
+tokens its crop covers (:mod:`grand_engine.models.pooling`; SigLIP's attention-pooling head, ``hf_clip``), instead
+of one CLIP pass per crop (``mode: crops``, the reference's and the default).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ import numpy as np
 import pyarrow as pa
 
 from grand_engine.labels import Label
+from grand_engine.models.clip import softmax_scores
 from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import table_schema
-from grand_engine.stages.region_attributes import crop_box
+from grand_engine.stages.region_attributes import crop_bounds, crop_box
+from grand_engine.stages.sam_classify import CLASSIFIER_MODES
 
 ASSIGNMENT = pa.struct([("object_id", pa.int32()), ("label", pa.string()), ("score", pa.float32())])
 """The label CLIP chose for one object (``object_id`` is a ``link_phrases`` id) and its softmax probability."""
@@ -61,8 +67,13 @@ class LabelAssign(Stage):
     default_resources: ClassVar[Resources] = Resources(gpus=0.25, cpus=1.0, batch_size=32)
 
     use_qualifiers: bool = True  # spec step 16 encoded raw LVIS names, qualifier included
+    mode: str = "crops"  # crops (step 16: one CLIP pass per crop) | pooled (one pass per image, pooled per object)
 
     clip: Any = collaborator()  # the CLIP adapter; loaded from the `clip` slot when None
+
+    def __post_init__(self) -> None:
+        if self.mode not in CLASSIFIER_MODES:
+            raise ValueError(f"label_assign: mode must be one of {CLASSIFIER_MODES}, got {self.mode!r}")
 
     def setup(self) -> None:
         if self.clip is None:
@@ -71,29 +82,43 @@ class LabelAssign(Stage):
     def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
         """``label_assign`` rows for ``image_ids`` (every crop of the batch encoded together)."""
         jobs: list[tuple[str, int, list[str]]] = []
-        crops: list[np.ndarray] = []
         texts: list[list[str]] = []
+        regions: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}  # image -> (pixels, crop bounds of its objects)
         for image_id in image_ids:
-            row = unit.input_row("link_phrases", image_id)
-            multi = []
-            for obj in (row.get("objects") or []) + (row.get("floating_objects") or []):
-                names, candidate_texts = candidates(obj, self.use_qualifiers)
-                if len(names) > 1 and obj.get("bbox") is not None:
-                    multi.append((obj, names, candidate_texts))
+            multi = self._multi_label_objects(unit.input_row("link_phrases", image_id))
             if not multi:
                 continue
             pixels = unit.pixels(image_id)
             for obj, names, candidate_texts in multi:
-                crop = crop_box(pixels, obj["bbox"])
-                if crop is None:
-                    continue
+                bounds = crop_bounds(pixels, obj["bbox"])
+                if bounds[2] <= bounds[0] or bounds[3] <= bounds[1]:
+                    continue  # an empty crop is skipped, as in the reference
                 jobs.append((image_id, int(obj["id"]), names))
-                crops.append(crop)
                 texts.append(candidate_texts)
+                regions.setdefault(image_id, (pixels, []))[1].append(bounds)
         chosen: dict[str, list[dict[str, Any]]] = {i: [] for i in image_ids}
-        if crops:
-            probabilities = self.clip.classify_each(crops, texts)
-            for (image_id, object_id, names), probs in zip(jobs, probabilities, strict=True):
+        if jobs:
+            for (image_id, object_id, names), probs in zip(jobs, self._score(regions, texts), strict=True):
                 best = int(np.argmax(probs))
                 chosen[image_id].append({"object_id": object_id, "label": names[best], "score": float(probs[best])})
         return [{"image_id": i, "assignments": chosen[i]} for i in image_ids]
+
+    def _multi_label_objects(self, row: dict[str, Any]) -> list[tuple[dict[str, Any], list[str], list[str]]]:
+        """The objects of a ``link_phrases`` row with a box and more than one candidate, with names and texts."""
+        out = []
+        for obj in (row.get("objects") or []) + (row.get("floating_objects") or []):
+            names, candidate_texts = candidates(obj, self.use_qualifiers)
+            if len(names) > 1 and obj.get("bbox") is not None:
+                out.append((obj, names, candidate_texts))
+        return out
+
+    def _score(
+        self, regions: dict[str, tuple[np.ndarray, list[np.ndarray]]], texts: list[list[str]]
+    ) -> list[np.ndarray]:
+        """Probabilities over each object's own candidates, objects in image order (as ``regions`` holds them)."""
+        if self.mode == "pooled":
+            parts = self.clip.encode_regions([p for p, _ in regions.values()], [r for _, r in regions.values()])
+            embeds = np.concatenate(parts)
+            return [softmax_scores(embeds[i : i + 1], self.clip.encode_texts(t))[0] for i, t in enumerate(texts)]
+        crops = [crop_box(pixels, b) for pixels, bounds in regions.values() for b in bounds]
+        return self.clip.classify_each(crops, texts)

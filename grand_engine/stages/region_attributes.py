@@ -74,11 +74,18 @@ def large_objects(row: dict[str, Any], min_area_fraction: float) -> list[dict[st
     return out
 
 
-def crop_box(pixels: np.ndarray, box: Any) -> np.ndarray | None:
-    """The pixels of ``box`` (outward-rounded, clamped to the image), or ``None`` when that is empty."""
+def crop_bounds(pixels: np.ndarray, box: Any) -> np.ndarray:
+    """The integer xyxy bounds :func:`crop_box` cuts (``box`` rounded outwards and clamped to the image), as
+    float64; ``x2 <= x1`` or ``y2 <= y1`` when the crop is empty."""
     h, w = pixels.shape[:2]
     x1, y1 = max(0, math.floor(box[0])), max(0, math.floor(box[1]))
     x2, y2 = min(w, math.ceil(box[2])), min(h, math.ceil(box[3]))
+    return np.array([x1, y1, x2, y2], dtype=np.float64)
+
+
+def crop_box(pixels: np.ndarray, box: Any) -> np.ndarray | None:
+    """The pixels of ``box`` (outward-rounded, clamped to the image), or ``None`` when that is empty."""
+    x1, y1, x2, y2 = (int(v) for v in crop_bounds(pixels, box))
     if x2 <= x1 or y2 <= y1:
         return None
     return np.ascontiguousarray(pixels[y1:y2, x1:x2])
@@ -138,15 +145,19 @@ class RegionAttributes(Stage):
     def _describe_regions(
         self, unit: UnitInput, selected: dict[str, list[dict[str, Any]]]
     ) -> dict[tuple[str, int], str]:
-        """Region mode: Florence-2's description of each selected box, one call per image, by (image, id)."""
+        """Region mode: Florence-2's description of each selected box, by (image, id): every box of the batch in one
+        call (each image encoded once, the boxes decoded together)."""
+        chosen = [(image_id, objects) for image_id, objects in selected.items() if objects]
+        if not chosen:
+            return {}
+        answers = self.vlm.region_descriptions(
+            [unit.pixels(i) for i, _ in chosen],
+            [[o["bbox"] for o in objects] for _, objects in chosen],
+            max_new_tokens=self.max_new_tokens,
+        )
         texts: dict[tuple[str, int], str] = {}
-        for image_id, objects in selected.items():
-            if not objects:
-                continue
-            answers = self.vlm.region_description(
-                unit.pixels(image_id), [o["bbox"] for o in objects], max_new_tokens=self.max_new_tokens
-            )
-            for obj, answer in zip(objects, answers, strict=True):
+        for (image_id, objects), per_image in zip(chosen, answers, strict=True):
+            for obj, answer in zip(objects, per_image, strict=True):
                 texts[(image_id, int(obj["id"]))] = answer
         return texts
 

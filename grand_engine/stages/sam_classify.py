@@ -12,6 +12,10 @@ crop of each such region over the LVIS vocabulary:
 * **crop** — the box, enlarged about its centre by ``crop_scale`` (1.0 = the box), rounded outwards to whole
   pixels and clipped to the image (at least one pixel). With ``mask_outside`` the pixels outside the mask are
   filled with CLIP's mean colour, so the classifier sees the region rather than its context.
+* **pooled** (``mode: pooled``, not the reference's) — instead of one CLIP pass per crop, the whole image goes
+  through the model once and each region's embedding is pooled from the patch tokens it covers
+  (:mod:`grand_engine.models.pooling`): the crop's bounds above, or the mask itself with ``mask_outside``. One
+  image pass replaces about 50 crop passes; it needs SigLIP's attention-pooling head (``hf_clip``).
 * **classification** — ``softmax(100 · cos)`` of the crop against ``template`` filled with each vocabulary entry
   in readable form (``sandal (type of shoe)``); the top-1 entry and its probability, kept when the probability is
   ``> threshold`` (step 9: 0.1). The stored label is the raw vocabulary entry (``sandal_(type_of_shoe)``), like
@@ -31,12 +35,16 @@ import numpy as np
 import pyarrow as pa
 
 from grand_engine.geometry import box_area, clip_boxes, order_corners
+from grand_engine.io import rle as rle_lib
 from grand_engine.labels import normalise_label, read_category_file
 from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import DETECTIONS_FIELDS, table_schema
 
 SAM_CLASSIFY_SCHEMA = table_schema(*DETECTIONS_FIELDS, ("annotation_ids", pa.list_(pa.int64())), version="1")
 """The ``sam_classify`` table: detector columns plus the id of each classified annotation."""
+
+CLASSIFIER_MODES = ("crops", "pooled")
+"""How a crop classifier reads its regions: one image-tower pass per crop (the reference's), or one per image."""
 
 CLIP_MEAN_RGB = (122, 116, 104)
 """CLIP's normalisation mean (0.481, 0.458, 0.408) as 8-bit RGB: the fill outside a mask (``mask_outside``)."""
@@ -87,8 +95,6 @@ def region_crop(
     x1, y1, x2, y2 = crop_bounds(annotation["bbox"], width, height, scale)
     crop = pixels[y1:y2, x1:x2]
     if mask_outside:
-        from grand_engine.io import rle as rle_lib
-
         mask = rle_lib.decode(annotation["segmentation"])
         if mask.shape != (height, width):
             raise ValueError(f"mask of annotation {annotation.get('id')} is {mask.shape}, image is {(height, width)}")
@@ -116,6 +122,7 @@ class SamClassifyStage(Stage):
     vocabulary_file: str = "lvis_v1_categories.txt"  # step 9: the LVIS v1 classifier (1,203 classes)
     crop_scale: float = 1.0  # crop = the box enlarged by this factor about its centre
     mask_outside: bool = False  # fill pixels outside the mask with CLIP's mean colour
+    mode: str = "crops"  # crops (step 9: one CLIP pass per crop) | pooled (one pass per image, pooled per region)
 
     clip: Any = collaborator()  # the CLIP adapter; loaded from the `clip` slot when None
 
@@ -126,6 +133,8 @@ class SamClassifyStage(Stage):
                 raise ValueError(f"sam_classify: {name} must be a finite number, got {value!r}")
         if self.crop_scale <= 0:
             raise ValueError(f"sam_classify: crop_scale must be positive, got {self.crop_scale!r}")
+        if self.mode not in CLASSIFIER_MODES:
+            raise ValueError(f"sam_classify: mode must be one of {CLASSIFIER_MODES}, got {self.mode!r}")
         if "{}" not in self.template:
             raise ValueError(f"sam_classify: template must contain '{{}}', got {self.template!r}")
 
@@ -144,6 +153,7 @@ class SamClassifyStage(Stage):
 
         crops: list[np.ndarray] = []
         owners: list[tuple[int, dict[str, Any], int, int]] = []  # (image index, annotation, width, height)
+        pooled: dict[int, tuple[np.ndarray, list[Any]]] = {}  # mode pooled: image index -> (pixels, regions)
         for k, image_id in enumerate(image_ids):
             image = unit.image_row(image_id)
             width, height = int(image["width"]), int(image["height"])
@@ -157,12 +167,21 @@ class SamClassifyStage(Stage):
                     f"image {image_id!r}: decoded {pixels.shape[1]}×{pixels.shape[0]}, images table {width}×{height}"
                 )
             for i in chosen:
-                crops.append(region_crop(pixels, annotations[i], self.crop_scale, self.mask_outside))
+                if self.mode == "pooled":
+                    pooled.setdefault(k, (pixels, []))[1].append(self._region(annotations[i], width, height))
+                else:
+                    crops.append(region_crop(pixels, annotations[i], self.crop_scale, self.mask_outside))
                 owners.append((k, annotations[i], width, height))
         rows = [{"image_id": i, "boxes": [], "scores": [], "labels": [], "annotation_ids": []} for i in image_ids]
-        if not crops:
+        if not owners:
             return rows
-        probs = softmax_scores(self.clip.encode_images(crops), self.text_embeds)
+        if self.mode == "pooled":
+            order = sorted(pooled)  # owners are in image order, so the pooled rows line up with them
+            parts = self.clip.encode_regions([pooled[k][0] for k in order], [pooled[k][1] for k in order])
+            embeds = np.concatenate(parts)
+        else:
+            embeds = self.clip.encode_images(crops)
+        probs = softmax_scores(embeds, self.text_embeds)
         best = probs.argmax(axis=1)
         for (k, annotation, width, height), j, p in zip(owners, best, probs[np.arange(len(best)), best], strict=True):
             if not np.float32(p) > np.float32(self.threshold):
@@ -174,3 +193,15 @@ class SamClassifyStage(Stage):
             row["labels"].append(self.vocabulary[int(j)])
             row["annotation_ids"].append(int(annotation["id"]))
         return rows
+
+    def _region(self, annotation: dict[str, Any], width: int, height: int) -> Any:
+        """What ``mode: pooled`` pools for one annotation: the crop's pixel bounds, or its mask (``mask_outside``)."""
+        if self.mask_outside:
+            mask = rle_lib.decode(annotation["segmentation"])
+            if mask.shape != (height, width):
+                raise ValueError(
+                    f"mask of annotation {annotation.get('id')} is {mask.shape}, image is {(height, width)}"
+                )
+            if mask.any():
+                return np.ascontiguousarray(mask)
+        return np.asarray(crop_bounds(annotation["bbox"], width, height, self.crop_scale), dtype=np.float64)
