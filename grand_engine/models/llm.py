@@ -190,7 +190,8 @@ class LLM(Adapter):
     """A chat LLM behind one interface; ``spec.backend`` is ``transformers`` (default) or ``vllm``.
 
     ``spec.options``: ``max_num_seqs`` (conversations per forward batch, both backends),
-    ``gpu_memory_utilization`` and ``max_model_len`` (vLLM), ``engine_kwargs`` (extra ``vllm.LLM``
+    ``gpu_memory_utilization``, ``max_model_len`` and ``kv_cache_dtype`` (vLLM; ``fp8`` halves the key/value
+    cache's bytes), ``engine_kwargs`` (extra ``vllm.LLM``
     arguments), ``tokenizer`` (vLLM tokenizer for GGUF files), ``chat_template`` (a Jinja string that
     replaces the checkpoint's), ``chat_template_kwargs`` (variables for the template, e.g.
     ``{enable_thinking: false}`` for Qwen3's hybrid models).
@@ -379,12 +380,15 @@ class _VllmBackend(_Backend):
             "trust_remote_code": spec.trust_remote_code,
             "gpu_memory_utilization": float(opts.get("gpu_memory_utilization", 0.9)),
             "seed": int(opts.get("seed", 0)),
+            # every prompt of a stage starts with the same in-context prefix: prefilled once, then served from the
+            # cache (set explicitly: the default has differed between vLLM versions)
+            "enable_prefix_caching": True,
         }
         if spec.revision:
             engine_kwargs["revision"] = spec.revision
         if spec.dtype != "auto":
             engine_kwargs["dtype"] = spec.dtype
-        for key in ("max_model_len", "max_num_seqs", "tokenizer"):
+        for key in ("max_model_len", "max_num_seqs", "tokenizer", "kv_cache_dtype"):
             if opts.get(key) is not None:
                 engine_kwargs[key] = opts[key]
         engine_kwargs.update(opts.get("engine_kwargs", {}))

@@ -6,6 +6,14 @@ class; task prompts such as ``<DENSE_REGION_CAPTION>``, ``<REGION_TO_DESCRIPTION
 ``<CAPTION_TO_PHRASE_GROUNDING>``) and Kosmos-2. Every box returned is ``(x1, y1, x2, y2)`` in
 original-image pixels, clipped to the image.
 
+Two backends (``spec.backend``): ``transformers`` (default; ``generate`` in batches of ``max_batch_size``) and
+``vllm`` for chat VLMs (Qwen-VL, LLaVA): vLLM's offline multimodal engine with prefix caching on, so every question
+asked about one image after the first finds the image's encoding and its prompt prefix in vLLM's encoder and
+prefix caches (the image comes first in the user turn), and a whole unit's prompts go to the engine at once.
+Florence-2 computes the vision features of an image once and reuses them for every prompt about that image (all the
+regions of ``<REGION_TO_DESCRIPTION>``, several captions to ground), within a call and across calls while the
+image array is alive and read-only (:class:`FeatureCache`): the outputs are those of encoding it each time.
+
 Florence-2 quantises coordinates into 1000 bins per axis: a pixel coordinate ``x`` of an image ``W``
 wide becomes ``<loc_q>`` with ``q = clamp(floor(x * 1000 / W), 0, 999)``, and ``<loc_q>`` decodes
 to the bin centre ``(q + 0.5) * W / 1000``, truncated to an integer by the processor.
@@ -14,8 +22,11 @@ to the bin centre ``(q + 0.5) * W / 1000``, truncated to an integer by the proce
 from __future__ import annotations
 
 import math
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -25,6 +36,7 @@ from grand_engine.models.base import Adapter, hf_load_kwargs
 from grand_engine.models.llm import (
     eos_token_ids,
     greedy_generation_config,
+    map_vllm_finish_reason,
     per_item_seeds,
     prepare_for_generation,
     seeded_sampler,
@@ -76,6 +88,21 @@ def to_pil(image: Any) -> Any:
     raise TypeError(f"expected a PIL image or an HxWx3 uint8 array, got {type(image).__name__}")
 
 
+def image_size(image: Any) -> tuple[int, int]:
+    """``(width, height)`` of a PIL image or an ``H×W[×C]`` array (what :func:`to_pil` would give)."""
+    if isinstance(image, Image.Image):
+        return image.size
+    if isinstance(image, np.ndarray) and image.ndim in (2, 3):
+        return int(image.shape[1]), int(image.shape[0])
+    return to_pil(image).size
+
+
+@cache
+def _placeholder() -> Any:
+    """A small grey image standing in for real ones where only the prompt's token ids are wanted."""
+    return Image.new("RGB", (32, 32), (128, 128, 128))
+
+
 def clip_box(box: Sequence[float], width: int, height: int) -> Box:
     """Clip an xyxy box to ``[0, width] x [0, height]``, ordering the corners (``x1 <= x2``, ``y1 <= y2``)."""
     a, b, c, d = (float(v) for v in box)
@@ -117,11 +144,52 @@ def loc_bins_to_box(bins: Sequence[int], image_size: tuple[int, int]) -> Box:
     )
 
 
+FEATURE_CACHE_IMAGES = 16
+"""Images whose Florence-2 vision features an adapter keeps between calls (``image_feature_cache`` option)."""
+
+
+class FeatureCache:
+    """Vision features of recently encoded images, keyed by the identity of the image object.
+
+    An entry is used only while the very same object is alive (a weak reference checks it) and was read-only when
+    stored (a read-only numpy array, as the engine's decoded pixels are), so its content cannot have changed; any
+    other image is encoded again. Least recently used entries go first beyond ``size``."""
+
+    def __init__(self, size: int = FEATURE_CACHE_IMAGES) -> None:
+        self.size = max(0, int(size))
+        self._entries: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+
+    @staticmethod
+    def cacheable(image: Any) -> bool:
+        return isinstance(image, np.ndarray) and not image.flags.writeable
+
+    def get(self, image: Any) -> Any:
+        entry = self._entries.get(id(image))
+        if entry is None or entry[0]() is not image:
+            return None
+        self._entries.move_to_end(id(image))
+        return entry[1]
+
+    def put(self, image: Any, features: Any) -> None:
+        if not self.size or not self.cacheable(image):
+            return
+        self._entries[id(image)] = (weakref.ref(image), features)
+        self._entries.move_to_end(id(image))
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class VLM(Adapter):
     """A captioning / grounding VLM. ``spec.options``: ``chat`` (bool, force or disable the chat template;
     default: use it when the processor has one), ``max_batch_size`` (images per ``generate``, default 8),
     ``min_pixels`` / ``max_pixels`` (native-resolution processors such as Qwen-VL's: the pixel budget an image is
-    resized into, which sets its number of visual tokens)."""
+    resized into, which sets its number of visual tokens), ``image_feature_cache`` (Florence-2: images whose vision
+    features are kept between calls, default 16; 0 keeps none). With ``backend: vllm`` also
+    ``gpu_memory_utilization``, ``max_model_len``, ``max_num_seqs``, ``kv_cache_dtype``, ``engine_kwargs`` (see
+    :class:`VllmVLM`)."""
 
     family = "vlm"
 
@@ -129,21 +197,31 @@ class VLM(Adapter):
         # transformers is heavy: imported on first use
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        backend = self.spec.backend or "transformers"
+        if backend not in ("transformers", "vllm"):
+            raise ValueError(f"model {self.spec.id!r}: unknown vlm backend {backend!r} (use 'transformers' or 'vllm')")
         kwargs = hf_load_kwargs(self.spec)
         self.processor = AutoProcessor.from_pretrained(self.model_path, **kwargs)
+        self.tokenizer = self.processor.tokenizer
+        has_template = getattr(self.processor, "chat_template", None) is not None
+        self.chat = bool(self.spec.options.get("chat", has_template))
+        self.max_batch_size = int(self.spec.options.get("max_batch_size", 8))
+        self._set_pixel_budget()
+        self.features = FeatureCache(int(self.spec.options.get("image_feature_cache", FEATURE_CACHE_IMAGES)))
+        if backend == "vllm":
+            self.engine: VllmVLM | None = VllmVLM(self.spec, self.model_path, self.processor)
+            self.model_type = self.engine.model_type
+            self.encoder_decoder = False
+            return
+        self.engine = None
         model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype, **kwargs)
         self.model = model.to(self.device).eval()
         self.model_type = str(self.model.config.model_type)
-        self.tokenizer = self.processor.tokenizer
         self.encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
         if not self.encoder_decoder:
             self.tokenizer.padding_side = "left"  # batched decoder-only generation continues from the right edge
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        has_template = getattr(self.processor, "chat_template", None) is not None
-        self.chat = bool(self.spec.options.get("chat", has_template))
-        self.max_batch_size = int(self.spec.options.get("max_batch_size", 8))
-        self._set_pixel_budget()
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         prepare_for_generation(self.model)
 
@@ -212,8 +290,14 @@ class VLM(Adapter):
         top_p: float = 1.0,
         seed: int | Sequence[int] = 0,
     ) -> tuple[list[str], list[str]]:
-        """Raw decoded continuations (special tokens kept) and finish reasons, in input order."""
-        pil = [to_pil(im) for im in images]
+        """Raw decoded continuations (special tokens kept) and finish reasons, in input order. Entries of
+        ``images`` that are the same object are one image (Florence-2 encodes it once)."""
+        sources = list(images)
+        converted: dict[int, Any] = {}
+        for im in sources:
+            if id(im) not in converted:
+                converted[id(im)] = to_pil(im)
+        pil = [converted[id(im)] for im in sources]
         texts = [prompts] * len(pil) if isinstance(prompts, str) else list(prompts)
         if len(texts) != len(pil):
             raise ValueError(f"got {len(texts)} prompts for {len(pil)} images")
@@ -221,6 +305,8 @@ class VLM(Adapter):
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         seeds = per_item_seeds(seed, len(pil))
         rendered = [self._prompt(p) for p in texts]
+        if self.engine is not None:  # vLLM schedules the whole list itself
+            return self.engine.generate(pil, rendered, max_new_tokens, temperature if do_sample else 0.0, top_p, seeds)
         out_texts: list[str] = [""] * len(pil)
         reasons: list[str] = [""] * len(pil)
         for group in self._batches(rendered):
@@ -231,6 +317,7 @@ class VLM(Adapter):
                 temperature if do_sample else 0.0,
                 top_p,
                 [seeds[i] for i in group],
+                [sources[i] for i in group],
             )
             for i, text, reason in zip(group, t, r, strict=True):
                 out_texts[i], reasons[i] = text, reason
@@ -256,14 +343,18 @@ class VLM(Adapter):
         temperature: float,
         top_p: float,
         seeds: list[int],
+        sources: list[Any] | None = None,
     ) -> tuple[list[str], list[str]]:
         # torch is heavy: imported on first use
         import torch
 
-        inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True)
-        inputs = inputs.to(self.device)
-        if "pixel_values" in inputs and self.dtype is not None:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        if self.model_type == "florence2":
+            inputs = self._florence_inputs(images, prompts, sources or images)
+        else:
+            inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True)
+            inputs = inputs.to(self.device)
+            if "pixel_values" in inputs and self.dtype is not None:
+                inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         config = greedy_generation_config(max_new_tokens, self.eos_ids, self.tokenizer.pad_token_id)
         processors = [seeded_sampler(temperature, top_p, seeds)] if temperature > 0 else []
         with torch.inference_mode():
@@ -281,6 +372,44 @@ class VLM(Adapter):
             texts.append(self.tokenizer.decode(kept, skip_special_tokens=False))
             reasons.append(reason)
         return texts, reasons
+
+    def _florence_inputs(self, images: list[Any], prompts: list[str], sources: list[Any]) -> dict[str, Any]:
+        """``generate`` inputs for Florence-2 with the encoder already run: each distinct image (by object) through
+        the vision tower once, or not at all when :attr:`features` holds it; its features put in place of the
+        image tokens as the model's own forward does; the text encoder over every prompt."""
+        # torch is heavy: imported on first use
+        import torch
+
+        features: dict[int, Any] = {}
+        todo: dict[int, tuple[Any, Any]] = {}
+        for source, image in zip(sources, images, strict=True):
+            if id(source) not in features and id(source) not in todo:
+                cached = self.features.get(source)
+                if cached is not None:
+                    features[id(source)] = cached
+                else:
+                    todo[id(source)] = (source, image)
+        with torch.inference_mode():
+            if todo:
+                pixels = self.processor.image_processor(images=[im for _, im in todo.values()], return_tensors="pt")
+                values = pixels["pixel_values"].to(self.device, dtype=self.dtype or torch.float32)
+                encoded = self.model.get_image_features(pixel_values=values).pooler_output
+                for row, (key, (source, _)) in enumerate(todo.items()):
+                    features[key] = encoded[row : row + 1]
+                    self.features.put(source, features[key])
+            # the token ids depend on the prompts only: every image takes the same number of placeholder tokens
+            text = self.processor(
+                images=[_placeholder()] * len(prompts), text=prompts, return_tensors="pt", padding=True
+            )
+            ids = text["input_ids"].to(self.device)
+            mask = text["attention_mask"].to(self.device)
+            embeds = self.model.get_input_embeddings()(ids)
+            image_features = torch.cat([features[id(s)] for s in sources]).to(embeds.dtype)
+            slots = (ids == self.model.config.image_token_id).unsqueeze(-1)
+            embeds = embeds.masked_scatter(slots, image_features)
+            encoder = self.model.model.language_model.encoder
+            encoded_text = encoder(inputs_embeds=embeds, attention_mask=mask)
+        return {"input_ids": ids, "attention_mask": mask, "encoder_outputs": encoded_text}
 
     # ------------------------------------------------------------------ Florence-2 tasks
 
@@ -312,22 +441,39 @@ class VLM(Adapter):
     def region_description(
         self, image: Any, boxes: Sequence[Sequence[float]], *, max_new_tokens: int = 64
     ) -> list[str]:
-        """Florence-2 ``<REGION_TO_DESCRIPTION>``: one description per xyxy pixel box of ``image``."""
-        self._require_florence("region_description")
-        pil = to_pil(image)
-        if not len(boxes):
-            return []
-        prompts = [REGION_TO_DESCRIPTION + box_to_loc_tokens(clip_box(b, *pil.size), pil.size) for b in boxes]
-        texts, _ = self._run([pil] * len(prompts), prompts, max_new_tokens)
-        return [self.parse_florence(t, REGION_TO_DESCRIPTION, pil.size) for t in texts]
+        """Florence-2 ``<REGION_TO_DESCRIPTION>``: one description per xyxy pixel box of ``image`` (the image is
+        encoded once for all boxes)."""
+        return self.region_descriptions([image], [boxes], max_new_tokens=max_new_tokens)[0]
+
+    def region_descriptions(
+        self, images: Sequence[Any], boxes: Sequence[Sequence[Sequence[float]]], *, max_new_tokens: int = 64
+    ) -> list[list[str]]:
+        """:meth:`region_description` for several images at once: every box of every image in one batched
+        generation (``max_batch_size`` prompts per ``generate``), each image encoded once."""
+        self._require_florence("region_descriptions")
+        if len(images) != len(boxes):
+            raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
+        sizes = [image_size(im) for im in images]
+        owners, sources, prompts = [], [], []
+        for k, (source, size, image_boxes) in enumerate(zip(images, sizes, boxes, strict=True)):
+            for b in image_boxes:
+                owners.append(k)
+                sources.append(source)
+                prompts.append(REGION_TO_DESCRIPTION + box_to_loc_tokens(clip_box(b, *size), size))
+        out: list[list[str]] = [[] for _ in images]
+        if not prompts:
+            return out
+        texts, _ = self._run(sources, prompts, max_new_tokens)
+        for k, text in zip(owners, texts, strict=True):
+            out[k].append(self.parse_florence(text, REGION_TO_DESCRIPTION, sizes[k]))
+        return out
 
     def phrase_grounding(self, image: Any, caption: str, *, max_new_tokens: int = 256) -> list[RegionText]:
         """Florence-2 ``<CAPTION_TO_PHRASE_GROUNDING>``: the phrases of ``caption`` with their boxes, one entry
         per box."""
         self._require_florence("phrase_grounding")
-        pil = to_pil(image)
-        texts, _ = self._run([pil], PHRASE_GROUNDING + caption, max_new_tokens)
-        return self.florence_regions(texts[0], PHRASE_GROUNDING, pil.size)
+        texts, _ = self._run([image], PHRASE_GROUNDING + caption, max_new_tokens)
+        return self.florence_regions(texts[0], PHRASE_GROUNDING, image_size(image))
 
     def ground_phrases(
         self, image: Any, caption: str, spans: Sequence[tuple[int, int]], threshold: float = 0.0
@@ -369,6 +515,84 @@ class VLM(Adapter):
             caption, entities = self.processor.post_process_generation(prompt + raw, cleanup_and_extract=True)
             results.append(GroundedCaption(caption=caption, phrases=kosmos_entities_to_pixels(entities, im.size)))
         return results
+
+
+class VllmVLM:
+    """A chat VLM (Qwen-VL, LLaVA …) on vLLM's offline engine (GPU); vLLM is imported here only, so it stays an
+    optional dependency.
+
+    Each request is ``{"prompt": <chat-templated text with the model's image placeholder>, "multi_modal_data":
+    {"image": <PIL image>}}``, vLLM's offline multimodal input; the whole list goes to ``LLM.generate`` in one call
+    and vLLM batches it. The engine is built with ``enable_prefix_caching=True`` and ``limit_mm_per_prompt={"image":
+    1}``; ``min_pixels`` / ``max_pixels`` become ``mm_processor_kwargs`` (Qwen-VL's visual-token budget), and
+    ``gpu_memory_utilization``, ``max_model_len``, ``max_num_seqs``, ``kv_cache_dtype`` and ``engine_kwargs`` pass
+    through. Sampling is seeded per request (``SamplingParams(seed=…)``)."""
+
+    def __init__(self, spec: Any, path: str, processor: Any) -> None:
+        try:
+            # vllm is heavy and optional (GPU machines): imported on first use
+            from vllm import LLM as VllmEngine
+        except ImportError as exc:
+            raise ImportError(
+                f"model {spec.id!r}: backend 'vllm' needs the vllm package (pip install 'grand-engine[vllm]' on a GPU "
+                f"machine), or set backend: transformers"
+            ) from exc
+        # transformers is heavy: imported on first use (the configuration only, to know the model type)
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path, **hf_load_kwargs(spec))
+        self.model_type = str(config.model_type)
+        if getattr(config, "is_encoder_decoder", False):
+            raise ValueError(
+                f"model {spec.id!r} ({self.model_type}) is an encoder-decoder: the vllm backend serves chat VLMs "
+                f"(Qwen-VL, LLaVA); use backend: transformers"
+            )
+        opts = spec.options
+        kwargs: dict[str, Any] = {
+            "model": path,
+            "trust_remote_code": spec.trust_remote_code,
+            "gpu_memory_utilization": float(opts.get("gpu_memory_utilization", 0.9)),
+            "seed": int(opts.get("seed", 0)),
+            "enable_prefix_caching": True,
+            "limit_mm_per_prompt": {"image": 1},
+        }
+        if spec.revision:
+            kwargs["revision"] = spec.revision
+        if spec.dtype != "auto":
+            kwargs["dtype"] = spec.dtype
+        for key in ("max_model_len", "max_num_seqs", "kv_cache_dtype"):
+            if opts.get(key) is not None:
+                kwargs[key] = opts[key]
+        pixels = {k: int(opts[k]) for k in ("min_pixels", "max_pixels") if k in opts}
+        if pixels:
+            kwargs["mm_processor_kwargs"] = pixels
+        kwargs.update(opts.get("engine_kwargs", {}))
+        self.engine = VllmEngine(**kwargs)
+
+    def generate(
+        self,
+        images: list[Any],
+        prompts: list[str],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seeds: list[int],
+    ) -> tuple[list[str], list[str]]:
+        """Texts and finish reasons (``stop`` / ``length``) of one request per (image, rendered prompt)."""
+        # vllm is heavy and optional (GPU machines): imported on first use
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(temperature=max(temperature, 0.0), top_p=top_p, max_tokens=max_new_tokens, seed=s)
+            for s in seeds
+        ]
+        requests = [
+            {"prompt": prompt, "multi_modal_data": {"image": image}}
+            for prompt, image in zip(prompts, images, strict=True)
+        ]
+        outputs = self.engine.generate(requests, sampling_params=params, use_tqdm=False)
+        texts = [o.outputs[0].text for o in outputs]
+        return texts, [map_vllm_finish_reason(o.outputs[0].finish_reason) for o in outputs]
 
 
 ARTICLES = ("a ", "an ", "the ")

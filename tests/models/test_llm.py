@@ -211,7 +211,7 @@ def test_vllm_backend_wiring(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
         id=str(tiny_dir / "llama"),
         family="llm",
         backend="vllm",
-        options={"gpu_memory_utilization": 0.5, "max_model_len": 2048, "max_num_seqs": 64},
+        options={"gpu_memory_utilization": 0.5, "max_model_len": 2048, "max_num_seqs": 64, "kv_cache_dtype": "fp8"},
     )
     adapter = load_adapter(spec)
     convs = [CONVERSATIONS[0], CONVERSATIONS[1], CONVERSATIONS[0]]
@@ -224,6 +224,8 @@ def test_vllm_backend_wiring(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     engine = calls["engine"]
     assert engine["model"] == str(tiny_dir / "llama")
     assert (engine["gpu_memory_utilization"], engine["max_model_len"], engine["max_num_seqs"]) == (0.5, 2048, 64)
+    assert engine["enable_prefix_caching"] is True  # the shared in-context prefix is prefilled once
+    assert engine["kv_cache_dtype"] == "fp8"
     assert [p["seed"] for p in calls["params"]] == [1, 2, 3]
     assert calls["params"][0] == {"temperature": 0.7, "top_p": 0.95, "max_tokens": 9, "seed": 1}
     ids = calls["prompts"][1]["prompt_token_ids"]
