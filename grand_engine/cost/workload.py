@@ -334,14 +334,13 @@ def _ground_phrases(c: Context) -> list[Call]:
     caption = (w["blip2_caption_tokens"] + w["vlm_caption_tokens"]) / 2
     n = w["short_captions_per_image"]
     if "generate" in c.kinds:  # Florence-2 style phrase grounding: the caption in, phrases with boxes out
-        return _same_image(  # the stage grounds one caption per call (the grounder interface takes one)
+        return _same_image(  # the stage grounds every caption of its batch in one call
             c,
             n,
             "phrase grounding of one caption",
             "the image's vision features reused",
             prompt_tokens=int(caption) + FLORENCE_TASK_TOKENS,
             new_tokens=int(w["phrases_per_caption"] * (4 + 4)),
-            batched=False,
         )
     return [Call("image", n, "one caption read with the image (whole caption once)", text_tokens=int(caption))]
 

@@ -431,3 +431,9 @@ class GroundingDinoDetector(OpenVocabDetector):
             xyxy = cxcywh_to_xyxy(boxes[0][best : best + 1].cpu().numpy()) * np.array([w, h, w, h], np.float32)
             result.append((clip_boxes(xyxy, h, w)[0], score))
         return result
+
+    def ground_phrases_batch(
+        self, requests: Sequence[tuple[np.ndarray, str, Sequence[tuple[int, int]]]], threshold: float = 0.0
+    ) -> list[list[tuple[np.ndarray, float] | None]]:
+        """:meth:`ground_phrases` for each ``(image, caption, spans)`` (the grounder interface the stage calls)."""
+        return [self.ground_phrases(image, caption, spans, threshold) for image, caption, spans in requests]

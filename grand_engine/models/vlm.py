@@ -482,20 +482,33 @@ class VLM(Adapter):
         runs once on the whole caption, and each character span ``[start, end)`` takes the first box whose phrase
         matches it (:func:`same_phrase`). Florence-2 gives no score, so a grounded span scores 1.0; a span with no
         matching phrase (or an empty one) gets None. ``threshold`` is accepted for the interface (1.0 passes any)."""
-        for s, e in spans:
-            if not 0 <= s <= e <= len(caption):
-                raise ValueError(f"span ({s}, {e}) is outside the caption of length {len(caption)}")
-        if not any(caption[s:e].strip() for s, e in spans):
-            return [None] * len(spans)
-        regions = self.phrase_grounding(image, caption)
-        out: list[tuple[np.ndarray, float] | None] = []
-        for s, e in spans:
-            phrase = caption[s:e]
-            match = next((r for r in regions if phrase.strip() and same_phrase(r.text, phrase)), None)
-            if match is None or threshold > 1.0:
-                out.append(None)
-            else:
-                out.append((np.asarray(match.box, dtype=np.float32), 1.0))
+        return self.ground_phrases_batch([(image, caption, spans)], threshold)[0]
+
+    def ground_phrases_batch(
+        self, requests: Sequence[tuple[Any, str, Sequence[tuple[int, int]]]], threshold: float = 0.0
+    ) -> list[list[tuple[np.ndarray, float] | None]]:
+        """:meth:`ground_phrases` for several ``(image, caption, spans)`` at once: every caption grounded in one
+        batched generation (an image object repeated across requests is encoded once)."""
+        for _, caption, spans in requests:
+            for s, e in spans:
+                if not 0 <= s <= e <= len(caption):
+                    raise ValueError(f"span ({s}, {e}) is outside the caption of length {len(caption)}")
+        todo = [k for k, (_, caption, spans) in enumerate(requests) if any(caption[s:e].strip() for s, e in spans)]
+        regions: dict[int, list[RegionText]] = {}
+        if todo:
+            self._require_florence("ground_phrases_batch")
+            images = [requests[k][0] for k in todo]
+            texts, _ = self._run(images, [PHRASE_GROUNDING + requests[k][1] for k in todo], 256)
+            for k, image, text in zip(todo, images, texts, strict=True):
+                regions[k] = self.florence_regions(text, PHRASE_GROUNDING, image_size(image))
+        out: list[list[tuple[np.ndarray, float] | None]] = []
+        for k, (_, caption, spans) in enumerate(requests):
+            found: list[tuple[np.ndarray, float] | None] = []
+            for s, e in spans:
+                phrase = caption[s:e]
+                match = next((r for r in regions.get(k, []) if phrase.strip() and same_phrase(r.text, phrase)), None)
+                found.append(None if match is None or threshold > 1.0 else (np.asarray(match.box, np.float32), 1.0))
+            out.append(found)
         return out
 
     # ------------------------------------------------------------------ Kosmos-2

@@ -76,48 +76,49 @@ class GroundPhrases(Stage):
             self.nlp = spacy.nlp if spacy is not None else load_nlp()
 
     def process_batch(self, unit: UnitInput, image_ids: list[str]) -> list[dict[str, Any]]:
-        """``ground_phrases`` rows for ``image_ids`` (captions parsed in one ``nlp.pipe`` pass)."""
+        """``ground_phrases`` rows for ``image_ids`` (captions parsed in one ``nlp.pipe`` pass, every caption of the
+        batch grounded in one grounder call)."""
         captions = [[unit.input_row(stage, i).get("caption") for stage in CAPTION_STAGES] for i in image_ids]
         flat = [c or "" for caps in captions for c in caps]
         extracted = extract_phrases_many(self.nlp, flat, capitalize=self.capitalize)
-        rows = []
         n = len(CAPTION_STAGES)
+        jobs: list[tuple[int, int]] = []  # (image index, caption index) of every caption with phrases
+        requests = []
         for k, image_id in enumerate(image_ids):
-            per_caption = extracted[k * n : (k + 1) * n]
-            rows.append(
-                {"image_id": image_id, "phrases": self._ground(unit, image_id, flat[k * n : (k + 1) * n], per_caption)}
-            )
+            pixels = None
+            for index in range(n):
+                phrases = extracted[k * n + index]
+                if not phrases:
+                    continue
+                pixels = unit.pixels(image_id) if pixels is None else pixels
+                jobs.append((k, index))
+                requests.append((pixels, flat[k * n + index], [(p.start, p.end) for p in phrases]))
+        # threshold 0 here: the adapter returns every span's best box, the stage applies its own strict cut.
+        results = self.grounder.ground_phrases_batch(requests, threshold=0.0) if requests else []
+        rows: list[dict[str, Any]] = [{"image_id": image_id, "phrases": []} for image_id in image_ids]
+        for (k, index), found in zip(jobs, results, strict=True):
+            rows[k]["phrases"].extend(self._entries(index, extracted[k * n + index], found))
         return rows
 
-    def _ground(
-        self, unit: UnitInput, image_id: str, captions: list[str], per_caption: list[list[Any]]
-    ) -> list[dict[str, Any]]:
-        if not any(per_caption):
-            return []
-        pixels = unit.pixels(image_id)
+    def _entries(self, index: int, phrases: list[Any], results: list[Any]) -> list[dict[str, Any]]:
+        """The rows' phrase entries of one caption from the grounder's ``(xyxy, score)`` or None per phrase."""
         out: list[dict[str, Any]] = []
-        for index, (caption, phrases) in enumerate(zip(captions, per_caption, strict=True)):
-            if not phrases:
-                continue
-            spans = [(p.start, p.end) for p in phrases]
-            # threshold 0 here: the adapter returns every span's best box, the stage applies its own strict cut.
-            results = self.grounder.ground_phrases(pixels, caption, spans, threshold=0.0)
-            for phrase, result in zip(phrases, results, strict=True):
-                box, score = None, None
-                if result is not None:
-                    xyxy, best = result
-                    score = float(best) if math.isfinite(best) else None
-                    if score is not None and score > self.threshold:
-                        box = [float(v) for v in xyxy]
-                out.append(
-                    {
-                        "caption_index": index,
-                        "noun": phrase.noun,
-                        "phrase": phrase.phrase,
-                        "start": phrase.start,
-                        "end": phrase.end,
-                        "box": box,
-                        "score": score,
-                    }
-                )
+        for phrase, result in zip(phrases, results, strict=True):
+            box, score = None, None
+            if result is not None:
+                xyxy, best = result
+                score = float(best) if math.isfinite(best) else None
+                if score is not None and score > self.threshold:
+                    box = [float(v) for v in xyxy]
+            out.append(
+                {
+                    "caption_index": index,
+                    "noun": phrase.noun,
+                    "phrase": phrase.phrase,
+                    "start": phrase.start,
+                    "end": phrase.end,
+                    "box": box,
+                    "score": score,
+                }
+            )
         return out
