@@ -1,6 +1,7 @@
 """The video engine end to end on the demo shard: ``grand-engine run --input video`` with the ``video_tiny``
-manifest (tiny checkpoints, inline backend), then the Ref-SAV export and the video explorer. Known answers: the
-demo's broken entries and the cat's masks, which the demo builds from its photo and camera path."""
+manifest (tiny checkpoints, inline backend; the Ray backend must write the same tables), then the Ref-SAV export
+and the video explorer. Known answers: the demo's broken entries and the cat's masks, which the demo builds from
+its photo and camera path."""
 
 from __future__ import annotations
 
@@ -119,6 +120,22 @@ def test_a_second_run_finds_nothing_to_do(output: Path, video_tiny_dir: Path) ->
     manifest = load_manifest("video_tiny", overrides=FAST, variables=variables)
     plan, summary = run(manifest, [str(output.parent / "shards")], str(output), backend="inline", progress=False)
     assert summary.ok and not plan.pending
+
+
+def test_the_ray_backend_writes_the_same_tables(
+    output: Path, ray_cluster, tmp_path: Path, video_tiny_dir: Path
+) -> None:  # noqa: F811
+    variables = {"tiny_dir": str(video_tiny_dir), "llm_dir": str(video_tiny_dir / "llama")}
+    manifest = load_manifest("video_tiny", overrides=FAST, variables=variables)
+    plan, summary = run(
+        manifest, [str(output.parent / "shards")], str(tmp_path / "ray"), backend="ray", progress=False
+    )
+    assert summary.ok and summary.units_done == 1 and summary.error_rows == 3
+    for stage in plan.pipeline.order:
+        assert read_unit(OutputStore(tmp_path / "ray"), stage, UNIT).equals(
+            read_unit(OutputStore(output), stage, UNIT)
+        )
+    assert errors(tmp_path / "ray") == errors(output)
 
 
 def test_overlay_and_spread() -> None:
