@@ -123,8 +123,11 @@ def test_a_second_run_finds_nothing_to_do(output: Path, video_tiny_dir: Path) ->
 
 
 def test_the_ray_backend_writes_the_same_tables(
-    output: Path, ray_cluster, tmp_path: Path, video_tiny_dir: Path
-) -> None:  # noqa: F811
+    output: Path,
+    ray_cluster,
+    tmp_path: Path,
+    video_tiny_dir: Path,  # noqa: F811
+) -> None:
     variables = {"tiny_dir": str(video_tiny_dir), "llm_dir": str(video_tiny_dir / "llama")}
     manifest = load_manifest("video_tiny", overrides=FAST, variables=variables)
     plan, summary = run(
