@@ -14,7 +14,6 @@ Search and filter run in the page (``assets/dataset.js``) over data written into
 
 from __future__ import annotations
 
-import html
 import importlib.util
 import json
 import shutil
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grand_engine.explore.markup import escape
 from grand_engine.grandf.reader import done_records
 from grand_engine.io.store import OutputStore
 
@@ -31,10 +31,6 @@ MAX_ERROR_ROWS = 5000
 """Error rows listed on the page (the count of all of them is shown)."""
 STATS_JSON = "_stats/stats.json"
 """Where ``grand-engine stats`` writes its figures (``docs/quality.md``); its plots are listed in ``plots``."""
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 @dataclass
@@ -158,8 +154,8 @@ def stage_table(out: str) -> str:
         "<tr><th>stage</th><th>units done</th><th>images</th><th>rows</th><th>error rows</th><th>error types</th></tr>"
     )
     body = "".join(
-        f"<tr><td>{_e(s.stage)}</td><td>{s.done}/{units}</td><td>{s.images}</td><td>{s.rows}</td><td>{s.errors}</td>"
-        f"<td>{_e(', '.join(f'{k} {v}' for k, v in sorted(s.error_types.items())))}</td></tr>"
+        f"<tr><td>{escape(s.stage)}</td><td>{s.done}/{units}</td><td>{s.images}</td><td>{s.rows}</td><td>{s.errors}</td>"
+        f"<td>{escape(', '.join(f'{k} {v}' for k, v in sorted(s.error_types.items())))}</td></tr>"
         for s in stages
     )
     return f'<table class="summary" id="stage-table">{head}{body}</table>'
@@ -167,14 +163,14 @@ def stage_table(out: str) -> str:
 
 def _stats_section(stats: RunStats) -> str:
     if not stats.report:
-        return f'<p class="muted" id="stats-note">{_e(stats.note)}</p>'
+        return f'<p class="muted" id="stats-note">{escape(stats.note)}</p>'
     figures = "".join(
-        f'<figure><img src="{_e(p["file"])}" alt="{_e(p["title"])}"><figcaption>{_e(p["title"])}</figcaption></figure>'
+        f'<figure><img src="{escape(p["file"])}" alt="{escape(p["title"])}"><figcaption>{escape(p["title"])}</figcaption></figure>'
         for p in stats.plots
     )
     return (
-        f'<p class="muted" id="stats-note">{_e(stats.note)}</p>'
-        f'<pre class="report" id="stats-report">{_e(stats.report)}</pre><div class="plots">{figures}</div>'
+        f'<p class="muted" id="stats-note">{escape(stats.note)}</p>'
+        f'<pre class="report" id="stats-report">{escape(stats.report)}</pre><div class="plots">{figures}</div>'
     )
 
 
@@ -185,10 +181,10 @@ def _search_items(entries: list[SearchEntry]) -> str:
         text = "\n".join(e.captions).lower()
         caption = e.captions[0] if e.captions else ""
         items.append(
-            f'<li class="hit" data-image-id="{_e(e.image_id)}" data-labels="{_e(labels)}" data-text="{_e(text)}">'
-            f'<a href="{_e(e.href)}"><img src="{_e(e.thumb)}" alt="{_e(e.image_id)}"></a>'
-            f'<div><a href="{_e(e.href)}">{_e(e.image_id)}</a> <span class="muted">{_e(", ".join(e.labels))}</span>'
-            f'<div class="caption">{_e(caption[:200] + ("…" if len(caption) > 200 else ""))}</div></div></li>'
+            f'<li class="hit" data-image-id="{escape(e.image_id)}" data-labels="{escape(labels)}" data-text="{escape(text)}">'
+            f'<a href="{escape(e.href)}"><img src="{escape(e.thumb)}" alt="{escape(e.image_id)}"></a>'
+            f'<div><a href="{escape(e.href)}">{escape(e.image_id)}</a> <span class="muted">{escape(", ".join(e.labels))}</span>'
+            f'<div class="caption">{escape(caption[:200] + ("…" if len(caption) > 200 else ""))}</div></div></li>'
         )
     return "\n".join(items)
 
@@ -196,17 +192,18 @@ def _search_items(entries: list[SearchEntry]) -> str:
 def _error_section(errors: ErrorRows, pages: dict[str, str]) -> tuple[str, str]:
     """The error type options and the table rows (an image shown by the site links to its page)."""
     options = "".join(
-        f'<option value="{_e(t)}">{_e(t)} ({n})</option>' for t, n in sorted(errors.types.items(), key=lambda x: -x[1])
+        f'<option value="{escape(t)}">{escape(t)} ({n})</option>'
+        for t, n in sorted(errors.types.items(), key=lambda x: -x[1])
     )
     rows = []
     for r in errors.rows:
-        image = _e(r["image_id"])
+        image = escape(r["image_id"])
         if r["image_id"] in pages:
-            image = f'<a href="{_e(pages[r["image_id"]])}">{image}</a>'
+            image = f'<a href="{escape(pages[r["image_id"]])}">{image}</a>'
         rows.append(
-            f'<tr class="error-row" data-type="{_e(r["error_type"])}"><td>{_e(r["stage"])}</td><td>{_e(r["unit_id"])}'
-            f"</td><td>{image}</td><td>{_e(r['error_type'])}</td><td>{_e(r.get('severity'))}</td>"
-            f"<td>{_e(r['message'])}</td></tr>"
+            f'<tr class="error-row" data-type="{escape(r["error_type"])}"><td>{escape(r["stage"])}</td><td>{escape(r["unit_id"])}'
+            f"</td><td>{image}</td><td>{escape(r['error_type'])}</td><td>{escape(r.get('severity'))}</td>"
+            f"<td>{escape(r['message'])}</td></tr>"
         )
     return options, "\n".join(rows)
 
@@ -231,8 +228,8 @@ def write_dataset_page(
     listed = f"{len(errors.rows)} of {errors.total}" if errors.total > len(errors.rows) else f"{errors.total}"
     shutil.copyfile(Path(__file__).resolve().parent / "templates" / "dataset.js", dest / "assets" / "dataset.js")
     content = body.substitute(
-        output=_e(store.uri),
-        stage=_e(stage),
+        output=escape(store.uri),
+        stage=escape(stage),
         shown=len(entries),
         total=total_images,
         stage_table=stage_table(store.uri) or '<p class="muted">no run.json: not a run output</p>',
@@ -248,7 +245,7 @@ def write_dataset_page(
             title="dataset — grand-engine explorer",
             root="",
             heading="dataset",
-            subtitle=_e(store.uri),
+            subtitle=escape(store.uri),
             nav='<a href="index.html">images</a>',
             body=content,
         ),

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from grand_engine.grandf.formats import ExportFormat
-from grand_engine.grandf.writers import _AtomicText, dumps
+from grand_engine.grandf.writers import AtomicText, dumps
 from grand_engine.io import rle
 
 __all__ = ["LEVEL_STAGES", "MASKLET_STAGES", "RefSav", "RefSavVerified", "RefSavWriter"]
@@ -46,8 +46,8 @@ class RefSavWriter:
 
     def __init__(self, dest: str | Path) -> None:
         dest = Path(dest)
-        self.meta = _AtomicText(dest / META_FILE)
-        self.masks = _AtomicText(dest / MASK_FILE)
+        self.meta = AtomicText(dest / META_FILE)
+        self.masks = AtomicText(dest / MASK_FILE)
         self.meta.write('{"videos": {')
         self.masks.write("{")
         self.videos = 0

@@ -25,7 +25,7 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(obj, ensure_ascii=False, indent=indent, allow_nan=False)
 
 
-class _AtomicText:
+class AtomicText:
     """A text file written under a temporary name and renamed over ``path`` on success."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -52,7 +52,7 @@ class _AtomicText:
         self.tmp.unlink(missing_ok=True)
 
 
-class JsonListWriter(_AtomicText):
+class JsonListWriter(AtomicText):
     """A JSON list written element by element (``[`` … ``]``), one element per line."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -69,7 +69,7 @@ class JsonListWriter(_AtomicText):
         return super().close()
 
 
-class JsonLinesWriter(_AtomicText):
+class JsonLinesWriter(AtomicText):
     """One JSON document per line."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -136,7 +136,7 @@ class CocoWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], info: dict[str, Any] | None = None) -> None:
-        self.out = _AtomicText(path)
+        self.out = AtomicText(path)
         self.info = info or {}
         self._images = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         self._anns = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
