@@ -210,6 +210,17 @@ class OutputStore:
         files = [info for info in self._fs.get_file_info(selector) if info.is_file]  # `is_file`: no enum per entry
         return [info.path[cut:] for info in files], [info.size for info in files]
 
+    def subfolders(self, rel_dir: str) -> dict[str, int] | None:
+        """The folders directly below ``rel_dir`` with their modification times (ns), on a local disk (one
+        ``scandir``); ``None`` on an object store, which has no folders of its own."""
+        if self._fs is not None:
+            return None
+        try:
+            with os.scandir(self.full(rel_dir)) as entries:
+                return {e.name: e.stat(follow_symlinks=False).st_mtime_ns for e in entries if e.is_dir()}
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+
     def mtime_ns(self, rel: str) -> int | None:
         """A file's modification time (local disks; ``None`` on object stores or when it does not exist)."""
         if self._fs is not None:
@@ -218,6 +229,11 @@ class OutputStore:
             return os.stat(self.full(rel)).st_mtime_ns
         except FileNotFoundError:
             return None
+
+    def set_mtime_ns(self, rel: str, mtime_ns: int) -> None:
+        """Give a local file the modification time ``mtime_ns`` (nothing on object stores)."""
+        if self._fs is None:
+            os.utime(self.full(rel), ns=(mtime_ns, mtime_ns))
 
     def delete_tree(self, rel_dir: str) -> None:
         """Delete ``rel_dir`` and everything below it (nothing when it does not exist)."""

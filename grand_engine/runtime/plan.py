@@ -176,32 +176,53 @@ def make_units(indexes: list[ShardIndex], unit_size: int, max_units: int | None 
     return units
 
 
+def _scan(store: OutputStore, prefix: str, compacted_at: dict[str, int]) -> tuple[list[str], list[int], list[str]]:
+    """The files below ``prefix`` with their sizes, and the shards whose files were not listed because their folder
+    is unchanged since the shard's records were compacted (a local disk only: creating, renaming or deleting a file
+    changes its folder's modification time; an object store is listed whole)."""
+    folders = store.subfolders(prefix)
+    if folders is None:
+        paths, sizes = store.listing(prefix)
+        return paths, sizes, []
+    paths, sizes, unchanged = [], [], []
+    for shard, mtime in folders.items():
+        if shard in compacted_at and mtime < compacted_at[shard]:
+            unchanged.append(shard)
+        else:
+            found, found_sizes = store.listing(f"{prefix}/{shard}")
+            paths += found
+            sizes += found_sizes
+    return paths, sizes, unchanged
+
+
 def _listed(
-    store: OutputStore, stages: list[str], unit_ids: list[str], compacted_at: dict[str, int]
+    store: OutputStore, stages: list[str], units: list[Unit], compacted_at: dict[str, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The listed size of every (unit, stage) table and error file: ``-2`` absent, ``-1`` present with its size not
-    read (a local folder unchanged since its shard's records were compacted), else the size. One listing per stage
-    folder, in parallel."""
-
-    def read_size(folder: str, mtime_ns: int) -> bool:
-        return mtime_ns >= compacted_at.get(folder.rsplit("/", 1)[-1], -1)
-
+    read (its local folder is unchanged since its shard's records were compacted), else the size. One listing per
+    stage folder (an object store) or per changed shard folder (a local disk), in parallel."""
+    unit_ids = [u.unit_id for u in units]
+    spans: dict[str, list[int]] = {}
+    for i, unit in enumerate(units):
+        spans.setdefault(unit.shard, [i, i])[1] = i + 1
     prefixes = [*stages, *(f"{ERRORS}/{s}" for s in stages)]
     tables = np.full((len(unit_ids), len(stages)), -2, dtype=np.int64)
     errors = np.full((len(unit_ids), len(stages)), -2, dtype=np.int64)
     with ThreadPoolExecutor(max_workers=min(len(prefixes), 32) or 1) as pool:
-        listings = pool.map(lambda prefix: store.listing(prefix, read_size), prefixes)
-        for k, (paths, sizes) in enumerate(listings):
-            stage = prefixes[k % len(stages)] if k < len(stages) else prefixes[k][len(ERRORS) + 1 :]
-            grid = tables if k < len(stages) else errors
-            start = len(stage) + 1 if k < len(stages) else len(ERRORS) + len(stage) + 2
+        listings = pool.map(lambda prefix: _scan(store, prefix, compacted_at), prefixes)
+        for k, (paths, sizes, unchanged) in enumerate(listings):
+            stage = prefixes[k] if k < len(stages) else prefixes[k][len(ERRORS) + 1 :]
+            grid, column = (tables if k < len(stages) else errors), stages.index(stage)
+            for shard in unchanged:
+                if shard in spans:
+                    grid[slice(*spans[shard]), column] = -1
             if not paths:
                 continue
+            start = len(prefixes[k]) + 1
             names = pa.array(paths, pa.string())
-            units = pc.utf8_slice_codeunits(names, start, -len(".parquet"))
-            rows = positions(units, unit_ids)
+            rows = positions(pc.utf8_slice_codeunits(names, start, -len(".parquet")), unit_ids)
             found = rows >= 0
-            grid[rows[found], stages.index(stage)] = np.asarray(sizes, dtype=np.int64)[found]
+            grid[rows[found], column] = np.asarray(sizes, dtype=np.int64)[found]
     return tables, errors
 
 
@@ -224,7 +245,7 @@ def fill_todo(pipeline: Pipeline, units: list[Unit], store: OutputStore, book: R
         "-",
     )
     current = pc.equal(table["fingerprint"], expected).to_numpy(zero_copy_only=False)
-    tables, errors = _listed(store, order, unit_ids, book.compacted_at)
+    tables, errors = _listed(store, order, units, book.compacted_at)
     table_size, errors_size = tables[ui, si], errors[ui, si]
     has_errors = pc.not_equal(table["errors_output"], "").to_numpy(zero_copy_only=False)
     table_ok = (table_size == -1) | (table_size == table["bytes"].to_numpy())

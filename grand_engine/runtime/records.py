@@ -225,10 +225,15 @@ def invalidate_pairs(store: OutputStore, book: RecordBook, pairs: Sequence[tuple
     book.remove(existing)
     for shard in by_shard:
         if store.exists(compact_path(shard)):
+            # The file's time says when its shard's outputs were last known complete (the planner lists only the
+            # folders changed since): dropping records must not move it forward.
+            compacted_at = store.mtime_ns(compact_path(shard))
             table = book.table
             mine = table.filter(pc.starts_with(table["unit_id"], f"{shard}/"))
             if mine.num_rows:
                 write_compacted(store, shard, mine)
+                if compacted_at is not None:
+                    store.set_mtime_ns(compact_path(shard), compacted_at)
             else:
                 store.delete(compact_path(shard))
     return len(existing)

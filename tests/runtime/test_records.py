@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,6 +14,7 @@ from grand_engine.cli import main
 from grand_engine.config import load_manifest
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.manifests import MANIFESTS, StageRecord, commit_record, data_path, errors_path
+from grand_engine.runtime.plan import make_plan
 from grand_engine.runtime.records import COMPACT, RecordBook, compact_path, invalidate, read_record
 from grand_engine.runtime.run import run
 from grand_engine.runtime.verify import verify
@@ -181,3 +183,37 @@ def test_duplicate_members_are_warnings_and_stay_in_the_images_table(tmp_path, t
     assert (record.errors, record.warnings) == (0, 1)
     assert json.loads(json.dumps(record.error_types)) == {"DuplicateMember": 1}
     assert verify(str(out)).ok
+
+
+def test_a_table_lost_before_a_rerun_of_another_stage_is_still_noticed(finished):
+    """Local disks: only folders changed since their shard's records were compacted are listed. Invalidating other
+    records of the shard rewrites its compacted file, which must not hide a deletion that came before."""
+    manifest, log, out, plan = finished
+    store = OutputStore(out)
+    lost, other = plan.units[0].unit_id, plan.units[1].unit_id
+    (out / data_path("t_double", lost)).unlink()
+    assert invalidate(store, "t_pixels", other)  # same shard: its compacted records are rewritten
+    _run(manifest, Path(plan.shards[0]).parent, out)
+    assert sorted(executions(log)) == sorted([("t_double", lost), ("t_pixels", other)])
+
+
+def test_unchanged_shard_folders_are_not_listed_file_by_file(finished, monkeypatch):
+    _, _, out, plan = finished
+    store = OutputStore(out)
+    listed: list[str] = []
+    original = OutputStore.listing
+
+    def spy(self, rel_dir, read_size=None):
+        listed.append(rel_dir)
+        return original(self, rel_dir, read_size)
+
+    monkeypatch.setattr(OutputStore, "listing", spy)
+    plan2 = make_plan(plan.pipeline, [str(Path(plan.shards[0]).parent)], store, unit_size=2)
+    assert plan2.pairs_todo() == 0
+    assert [
+        d for d in listed if not d.startswith("_manifests")
+    ] == []  # every output folder is older than its compaction
+    os.utime(out / "t_area" / "sa_000001", None)  # a change in one folder (as a deletion would make)
+    listed.clear()
+    make_plan(plan.pipeline, [str(Path(plan.shards[0]).parent)], store, unit_size=2)
+    assert [d for d in listed if not d.startswith("_manifests")] == ["t_area/sa_000001"]
