@@ -30,17 +30,20 @@ orientation is ignored); an unreadable EXIF block counts as orientation 1.
 from __future__ import annotations
 
 import io
+import os
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
+    "DECODE_DEVICE_ENV",
     "MAX_PIXELS_DEFAULT",
     "MIN_SIDE_DEFAULT",
     "ImageError",
     "ImageInfo",
     "ImageTooSmall",
+    "decode_device",
     "decode_image",
     "probe_image",
 ]
@@ -299,17 +302,55 @@ def _to_rgb(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS_DEFAULT) -> np.ndarray:
+DECODE_DEVICE_ENV = "GRAND_DECODE_DEVICE"
+"""Where the engine's pixel loader decodes JPEGs: ``cpu`` (default, Pillow) or ``cuda`` / ``cuda:N`` (nvJPEG)."""
+
+
+def decode_device() -> str:
+    """The JPEG decode device of the pixel loader, from ``GRAND_DECODE_DEVICE`` (``cpu`` when unset)."""
+    device = os.environ.get(DECODE_DEVICE_ENV, "").strip() or "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"{DECODE_DEVICE_ENV} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return device
+
+
+def decode_jpeg_torch(data: bytes, device: str) -> np.ndarray | None:
+    """``H×W×3`` uint8 RGB of a JPEG decoded by ``torchvision.io.decode_jpeg`` on ``device`` (nvJPEG on a CUDA
+    device), stored orientation (no EXIF rotation); None when torchvision, the device or the decoder cannot do it
+    (a CMYK JPEG on the GPU, say), so that the caller falls back on Pillow."""
+    try:
+        # torch and torchvision are heavy and optional here: imported only when a JPEG is decoded this way
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        return None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return None
+    try:
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+    except (RuntimeError, ValueError):
+        return None
+    return np.ascontiguousarray(decoded.permute(1, 2, 0).cpu().numpy())
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS_DEFAULT, device: str = "cpu") -> np.ndarray:
     """Decode to an ``H×W×3`` uint8 RGB array in displayed orientation (EXIF applied).
 
     Greyscale, CMYK and palette images are converted; transparency is composited onto white.
     Raises :class:`ImageError` for everything :func:`probe_image` rejects and for corrupt data.
+    ``device`` other than ``cpu`` decodes JPEGs there with :func:`decode_jpeg_torch` (nvJPEG on a GPU; its inverse
+    DCT may differ from libjpeg's by a grey level or so), falling back on Pillow when it cannot.
     """
     from PIL import Image
 
     header = _parse_header(data)
     _check(header, max_pixels)
     orientation = _orientation(header.exif)
+    if device != "cpu" and header.format == "JPEG":
+        rgb = decode_jpeg_torch(data, device)
+        if rgb is not None and rgb.shape == (header.height, header.width, 3):
+            return np.ascontiguousarray(_apply_orientation(rgb, orientation) if orientation != 1 else rgb)
     try:
         im = _open(header, bytes(data))
         if im.size != (header.width, header.height):

@@ -199,19 +199,60 @@ def _check_hub(repo_id: str, spec: ModelSpec) -> CheckResult:
 
 
 def hf_load_kwargs(spec: ModelSpec) -> dict[str, Any]:
-    """Keyword arguments for ``from_pretrained`` shared by every transformers family."""
+    """Keyword arguments for ``from_pretrained`` shared by every transformers family; the option
+    ``attn_implementation`` (``sdpa``, ``flash_attention_2``, ``eager``) picks the attention kernels (transformers
+    chooses SDPA where the model supports it when it is not set)."""
     kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
     if spec.revision:
         kwargs["revision"] = spec.revision
     if hub_offline():
         kwargs["local_files_only"] = True
+    if spec.options.get("attn_implementation"):
+        kwargs["attn_implementation"] = str(spec.options["attn_implementation"])
     return kwargs
 
 
+COMPILE_ARGUMENTS = ("mode", "backend", "dynamic", "fullgraph")
+"""The ``torch.compile`` arguments the ``compile`` option may set."""
+
+
+def compile_module(module: Any, spec: ModelSpec) -> Any:
+    """``module`` under ``torch.compile`` when the spec's ``compile`` option asks for it, else ``module`` itself.
+
+    Off by default: compiling costs seconds to minutes per input shape at the first call and pays back only over a
+    long run of same-sized inputs (a fixed-resolution image tower). ``compile: true`` uses torch's defaults;
+    ``compile: {mode: max-autotune, dynamic: false, …}`` passes those of :data:`COMPILE_ARGUMENTS`."""
+    option = spec.options.get("compile")
+    if not option:
+        return module
+    kwargs = dict(option) if isinstance(option, dict) else {}
+    unknown = sorted(set(kwargs) - set(COMPILE_ARGUMENTS))
+    if unknown:
+        raise ValueError(f"model {spec.id!r}: unknown compile arguments {unknown}; known: {list(COMPILE_ARGUMENTS)}")
+    # torch is heavy: imported only when a model is being placed on a device
+    import torch
+
+    return torch.compile(module, **kwargs)
+
+
+def autocast_dtype(name: Any) -> Any:
+    """The torch dtype of an ``autocast`` option (``bfloat16`` or ``float16``), or None when it is not set."""
+    if not name:
+        return None
+    if name not in ("bfloat16", "float16"):
+        raise ValueError(f"autocast must be 'bfloat16' or 'float16', got {name!r}")
+    # torch is heavy: imported only when a model is being placed on a device
+    import torch
+
+    return getattr(torch, name)
+
+
 class Adapter:
-    """Base class of model adapters. Subclasses set ``family`` and implement ``load``."""
+    """Base class of model adapters. Subclasses set ``family`` and implement ``load``; ``shareable`` adapters (no
+    per-stage state) are loaded once per process and model spec and shared by every stage that asks for them."""
 
     family: ClassVar[str] = ""
+    shareable: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec, device: str = "cpu", dtype: Any = None) -> None:
         self.spec = spec
@@ -261,14 +302,24 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+_SHARED: dict[tuple[str, str], Adapter] = {}
+"""Loaded ``shareable`` adapters of this process, by (model spec, device)."""
+
+
 def load_adapter(spec: ModelSpec, gpus: float = 0.0) -> Adapter:
-    """Build and load the adapter for ``spec`` on the device a worker with ``gpus`` share gets."""
+    """Build and load the adapter for ``spec`` on the device a worker with ``gpus`` share gets (a ``shareable``
+    family's adapter once per process: the stages of an inline run or of one actor share it and what it caches)."""
     cls = adapter_class(spec.family)
     quiet_transformers()
     device = select_device(gpus)
+    key = (spec.model_dump_json(), device)
+    if cls.shareable and key in _SHARED:
+        return _SHARED[key]
     adapter = cls(spec, device=device, dtype=select_dtype(spec.dtype, device))
     check = check_checkpoint(spec)
     if not check.found:
         raise ModelNotFoundError(f"model {spec.id!r} ({spec.family}): {check.message}")
     adapter.load()
+    if cls.shareable:
+        _SHARED[key] = adapter
     return adapter

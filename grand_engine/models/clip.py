@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from grand_engine.models.base import Adapter, hf_load_kwargs, looks_local, strip_scheme
+from grand_engine.models.base import Adapter, compile_module, hf_load_kwargs, looks_local, strip_scheme
 from grand_engine.models.imaging import CHANNELS_LAST, check_images, chunks
 from grand_engine.models.pooling import Region, attention_pool, region_weights
 
@@ -189,6 +189,7 @@ class HFClipAdapter(ImageTextEmbedder):
         self.processor = AutoProcessor.from_pretrained(self.model_path, **kwargs)
         model = AutoModel.from_pretrained(self.model_path, dtype=self.dtype, **kwargs)
         self.model = model.to(self.device).eval()
+        self.model.vision_model = compile_module(self.model.vision_model, self.spec)
         self.text_length = int(self.model.config.text_config.max_position_embeddings)
         self._setup_common()
 

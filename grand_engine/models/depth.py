@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grand_engine.models.base import Adapter, hf_load_kwargs
+from grand_engine.models.base import Adapter, compile_module, hf_load_kwargs
 from grand_engine.models.imaging import CHANNELS_LAST, check_images, chunks, place
 
 
@@ -52,7 +52,7 @@ class DepthAdapter(Adapter):
         kwargs = hf_load_kwargs(self.spec)
         self.processor = AutoImageProcessor.from_pretrained(self.model_path, **kwargs)
         model = AutoModelForDepthEstimation.from_pretrained(self.model_path, **kwargs)
-        self.model = place(model, self.device, self.dtype)
+        self.model = compile_module(place(model, self.device, self.dtype), self.spec)
         self.batch_size = int(self.spec.options.get("batch_size", self.batch_size))
 
     def predict(self, images: list[np.ndarray], long_side: int = 512) -> list[DepthMap]:

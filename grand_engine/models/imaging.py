@@ -7,6 +7,8 @@ float32 clipped to the image.
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +27,46 @@ exactly 1 or 3 pixels tall (a small crop) as channels-first."""
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 """OpenAI CLIP normalisation (CLIP, EVA-CLIP, OWL-ViT, OWLv2, LLaVA, BLIP-2, Kosmos-2)."""
+
+
+EMBEDDING_CACHE_IMAGES = 4
+"""Images whose SAM image embedding an adapter keeps for the next box-prompt call (``embedding_cache`` option)."""
+
+
+class ImageCache:
+    """What a model computed from an image (vision features, an image embedding), kept by the identity of the image
+    object so that the next call on the same image skips the encoder.
+
+    An entry is used only while the very same object is alive (a weak reference checks it) and was read-only when
+    stored (a read-only numpy array, as the engine's decoded pixels are: the pixel cache hands every stage of a
+    process the same read-only array), so its content cannot have changed; any other image is encoded again. The
+    least recently used entries go first beyond ``size`` (0 keeps nothing)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(0, int(size))
+        self._entries: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+
+    @staticmethod
+    def cacheable(image: Any) -> bool:
+        return isinstance(image, np.ndarray) and not image.flags.writeable
+
+    def get(self, image: Any) -> Any:
+        entry = self._entries.get(id(image))
+        if entry is None or entry[0]() is not image:
+            return None
+        self._entries.move_to_end(id(image))
+        return entry[1]
+
+    def put(self, image: Any, value: Any) -> None:
+        if not self.size or not self.cacheable(image):
+            return
+        self._entries[id(image)] = (weakref.ref(image), value)
+        self._entries.move_to_end(id(image))
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 @dataclass

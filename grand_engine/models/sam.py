@@ -14,6 +14,7 @@ Masks are returned as COCO compressed RLE (``{"size": [H, W], "counts": str}``);
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +24,15 @@ import numpy as np
 from huggingface_hub import hf_hub_download
 
 from grand_engine.io import rle
-from grand_engine.models.base import Adapter, ModelNotFoundError, hub_offline, looks_local
-from grand_engine.models.imaging import check_box_prompts, check_image
+from grand_engine.models.base import (
+    Adapter,
+    ModelNotFoundError,
+    autocast_dtype,
+    compile_module,
+    hub_offline,
+    looks_local,
+)
+from grand_engine.models.imaging import EMBEDDING_CACHE_IMAGES, ImageCache, check_box_prompts, check_image
 from grand_engine.models.sam_arch import CONFIG_FILE, SamArch, arch_from_config, build_sam, guess_model_type
 
 
@@ -41,9 +49,17 @@ def box_prompts(boxes_xyxy: np.ndarray, image_hw: tuple[int, int], img_size: int
 
 
 class SamAdapter(Adapter):
-    """segment-anything ``Sam`` with a ``SamPredictor`` for box prompts and the automatic mask generator."""
+    """segment-anything ``Sam`` with a ``SamPredictor`` for box prompts and the automatic mask generator.
+
+    ``spec.options``: ``model_type`` (see the module docstring), ``autocast`` (``bfloat16`` or ``float16``: the
+    image encoder and the mask decoder run under ``torch.autocast``; off by default, as the reference ran SAM in
+    float32), ``embedding_cache`` (images whose embedding is kept between box-prompt calls, default 4; 0 keeps
+    none), ``compile`` (see :func:`~grand_engine.models.base.compile_module`). The adapter is shared by every stage
+    of a process with the same model spec (``shareable``), so the box-prompt stages of one process reuse one image
+    embedding per image."""
 
     family = "sam"
+    shareable = True
 
     def load(self) -> None:
         # torch and segment_anything are heavy: imported on first use
@@ -57,7 +73,36 @@ class SamAdapter(Adapter):
         model = model.to(self.device)
         self.arch = arch
         self.model = model.eval()
+        self.model.image_encoder = compile_module(self.model.image_encoder, self.spec)
         self.predictor = SamPredictor(self.model)
+        self.embeddings = ImageCache(int(self.spec.options.get("embedding_cache", EMBEDDING_CACHE_IMAGES)))
+        self.autocast = autocast_dtype(self.spec.options.get("autocast"))
+        self.encoded = 0  # image embeddings computed (the others came from the cache)
+
+    def _autocast(self) -> Any:
+        """``torch.autocast`` to the ``autocast`` option's dtype on this device, or a no-op."""
+        # torch is heavy: imported on first use
+        import torch
+
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda" if str(self.device).startswith("cuda") else "cpu", dtype=self.autocast)
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Put ``image``'s embedding in the predictor: from the cache when the same read-only array was encoded
+        recently (:class:`~grand_engine.models.imaging.ImageCache`), else by running the image encoder."""
+        cached = self.embeddings.get(image)
+        if cached is not None:
+            self.predictor.reset_image()
+            p = self.predictor
+            p.features, p.original_size, p.input_size = cached
+            p.is_image_set = True
+            return
+        with self._autocast():
+            self.predictor.set_image(check_image(image))
+        self.encoded += 1
+        p = self.predictor
+        self.embeddings.put(image, (p.features, p.original_size, p.input_size))
 
     def _resolve(self) -> tuple[SamArch, Path]:
         """The architecture and the weights file for ``self.spec``."""
@@ -103,15 +148,14 @@ class SamAdapter(Adapter):
         # torch is heavy: imported on first use
         import torch
 
-        image = check_image(image)
-        h, w = image.shape[:2]
+        h, w = check_image(image).shape[:2]
         boxes = check_box_prompts(boxes_xyxy, h, w, max_boxes_per_call)
         if len(boxes) == 0:
             return [], np.zeros((0,), np.float32)
-        self.predictor.set_image(image)
+        self.set_image(image)
         masks_out: list[dict[str, Any]] = []
         scores_out: list[np.ndarray] = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             for start in range(0, len(boxes), max_boxes_per_call):
                 prompts = box_prompts(boxes[start : start + max_boxes_per_call], (h, w), self.img_size)
                 masks, iou, _ = self.predictor.predict_torch(

@@ -15,14 +15,23 @@ from typing import Any
 import numpy as np
 
 from grand_engine.io import rle
-from grand_engine.models.base import Adapter, hf_load_kwargs
-from grand_engine.models.imaging import CHANNELS_LAST, check_box_prompts, check_image
+from grand_engine.models.base import Adapter, compile_module, hf_load_kwargs
+from grand_engine.models.imaging import (
+    CHANNELS_LAST,
+    EMBEDDING_CACHE_IMAGES,
+    ImageCache,
+    check_box_prompts,
+    check_image,
+)
 
 
 class Sam2Adapter(Adapter):
-    """transformers SAM 2 image predictor. ``spec.options``: ``mask_threshold`` (default 0.0)."""
+    """transformers SAM 2 image predictor. ``spec.options``: ``mask_threshold`` (default 0.0), ``embedding_cache``
+    (images whose image embedding is kept between box-prompt calls, default 4), ``compile``. Shared by the stages of
+    a process with the same spec, as the ``sam`` family (one embedding per image for all box-prompt stages)."""
 
     family = "sam2"
+    shareable = True
 
     def load(self) -> None:
         # transformers is heavy: imported on first use
@@ -32,7 +41,22 @@ class Sam2Adapter(Adapter):
         self.processor = Sam2Processor.from_pretrained(self.model_path, **kwargs)
         model = Sam2Model.from_pretrained(self.model_path, dtype=self.dtype, **kwargs)
         self.model = model.to(self.device).eval()
+        self.model.vision_encoder = compile_module(self.model.vision_encoder, self.spec)
         self.mask_threshold = float(self.spec.options.get("mask_threshold", 0.0))
+        self.embeddings = ImageCache(int(self.spec.options.get("embedding_cache", EMBEDDING_CACHE_IMAGES)))
+        self.encoded = 0  # image embeddings computed (the others came from the cache)
+
+    def embed(self, image: np.ndarray) -> tuple[Any, Any]:
+        """``(image embeddings, original sizes)`` of one image: from the cache when the same read-only array was
+        encoded recently, else by running the image encoder."""
+        cached = self.embeddings.get(image)
+        if cached is not None:
+            return cached
+        inputs = self.processor(images=[image], return_tensors="pt", input_data_format=CHANNELS_LAST).to(self.device)
+        embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.model.dtype))
+        self.encoded += 1
+        self.embeddings.put(image, (embeddings, inputs["original_sizes"]))
+        return embeddings, inputs["original_sizes"]
 
     def segment_boxes(
         self, image: np.ndarray, boxes_xyxy: Sequence[Sequence[float]] | np.ndarray, max_boxes_per_call: int = 64
@@ -48,22 +72,18 @@ class Sam2Adapter(Adapter):
         # torch is heavy: imported on first use
         import torch
 
-        image = check_image(image)
-        h, w = image.shape[:2]
+        h, w = check_image(image).shape[:2]
         boxes = check_box_prompts(boxes_xyxy, h, w, max_boxes_per_call)
         if len(boxes) == 0:
             return [], np.zeros((0,), np.float32)
         masks_out: list[dict[str, Any]] = []
         scores_out: list[np.ndarray] = []
         with torch.inference_mode():
-            inputs = self.processor(images=[image], return_tensors="pt", input_data_format=CHANNELS_LAST).to(
-                self.device
-            )
-            embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.model.dtype))
+            embeddings, original_sizes = self.embed(image)
             for start in range(0, len(boxes), max_boxes_per_call):
                 part = boxes[start : start + max_boxes_per_call]
                 prompts = self.processor(
-                    input_boxes=[part.tolist()], original_sizes=inputs["original_sizes"], return_tensors="pt"
+                    input_boxes=[part.tolist()], original_sizes=original_sizes, return_tensors="pt"
                 ).to(self.device)
                 out = self.model(
                     image_embeddings=embeddings,
@@ -71,7 +91,7 @@ class Sam2Adapter(Adapter):
                     multimask_output=False,
                 )
                 masks = self.processor.post_process_masks(
-                    out.pred_masks.float().cpu(), inputs["original_sizes"].cpu(), mask_threshold=self.mask_threshold
+                    out.pred_masks.float().cpu(), original_sizes.cpu(), mask_threshold=self.mask_threshold
                 )[0]
                 masks_out.extend(rle.encode(masks[:, 0].numpy().astype(bool)))
                 scores_out.append(out.iou_scores[0, :, 0].float().cpu().numpy())

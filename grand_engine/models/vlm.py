@@ -12,7 +12,7 @@ asked about one image after the first finds the image's encoding and its prompt 
 prefix caches (the image comes first in the user turn), and a whole unit's prompts go to the engine at once.
 Florence-2 computes the vision features of an image once and reuses them for every prompt about that image (all the
 regions of ``<REGION_TO_DESCRIPTION>``, several captions to ground), within a call and across calls while the
-image array is alive and read-only (:class:`FeatureCache`): the outputs are those of encoding it each time.
+image array is alive and read-only (:class:`~grand_engine.models.imaging.ImageCache`): the outputs are those of encoding it each time.
 
 Florence-2 quantises coordinates into 1000 bins per axis: a pixel coordinate ``x`` of an image ``W``
 wide becomes ``<loc_q>`` with ``q = clamp(floor(x * 1000 / W), 0, 999)``, and ``<loc_q>`` decodes
@@ -22,8 +22,6 @@ to the bin centre ``(q + 0.5) * W / 1000``, truncated to an integer by the proce
 from __future__ import annotations
 
 import math
-import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -33,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from grand_engine.models.base import Adapter, hf_load_kwargs
+from grand_engine.models.imaging import ImageCache
 from grand_engine.models.llm import (
     eos_token_ids,
     greedy_generation_config,
@@ -148,40 +147,6 @@ FEATURE_CACHE_IMAGES = 16
 """Images whose Florence-2 vision features an adapter keeps between calls (``image_feature_cache`` option)."""
 
 
-class FeatureCache:
-    """Vision features of recently encoded images, keyed by the identity of the image object.
-
-    An entry is used only while the very same object is alive (a weak reference checks it) and was read-only when
-    stored (a read-only numpy array, as the engine's decoded pixels are), so its content cannot have changed; any
-    other image is encoded again. Least recently used entries go first beyond ``size``."""
-
-    def __init__(self, size: int = FEATURE_CACHE_IMAGES) -> None:
-        self.size = max(0, int(size))
-        self._entries: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
-
-    @staticmethod
-    def cacheable(image: Any) -> bool:
-        return isinstance(image, np.ndarray) and not image.flags.writeable
-
-    def get(self, image: Any) -> Any:
-        entry = self._entries.get(id(image))
-        if entry is None or entry[0]() is not image:
-            return None
-        self._entries.move_to_end(id(image))
-        return entry[1]
-
-    def put(self, image: Any, features: Any) -> None:
-        if not self.size or not self.cacheable(image):
-            return
-        self._entries[id(image)] = (weakref.ref(image), features)
-        self._entries.move_to_end(id(image))
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 class VLM(Adapter):
     """A captioning / grounding VLM. ``spec.options``: ``chat`` (bool, force or disable the chat template;
     default: use it when the processor has one), ``max_batch_size`` (images per ``generate``, default 8),
@@ -207,7 +172,7 @@ class VLM(Adapter):
         self.chat = bool(self.spec.options.get("chat", has_template))
         self.max_batch_size = int(self.spec.options.get("max_batch_size", 8))
         self._set_pixel_budget()
-        self.features = FeatureCache(int(self.spec.options.get("image_feature_cache", FEATURE_CACHE_IMAGES)))
+        self.features = ImageCache(int(self.spec.options.get("image_feature_cache", FEATURE_CACHE_IMAGES)))
         if backend == "vllm":
             self.engine: VllmVLM | None = VllmVLM(self.spec, self.model_path, self.processor)
             self.model_type = self.engine.model_type
@@ -307,6 +272,7 @@ class VLM(Adapter):
         rendered = [self._prompt(p) for p in texts]
         if self.engine is not None:  # vLLM schedules the whole list itself
             return self.engine.generate(pil, rendered, max_new_tokens, temperature if do_sample else 0.0, top_p, seeds)
+        features = self._florence_features(sources, pil) if self.model_type == "florence2" else None
         out_texts: list[str] = [""] * len(pil)
         reasons: list[str] = [""] * len(pil)
         for group in self._batches(rendered):
@@ -318,6 +284,7 @@ class VLM(Adapter):
                 top_p,
                 [seeds[i] for i in group],
                 [sources[i] for i in group],
+                features,
             )
             for i, text, reason in zip(group, t, r, strict=True):
                 out_texts[i], reasons[i] = text, reason
@@ -344,12 +311,16 @@ class VLM(Adapter):
         top_p: float,
         seeds: list[int],
         sources: list[Any] | None = None,
+        features: dict[int, Any] | None = None,
     ) -> tuple[list[str], list[str]]:
         # torch is heavy: imported on first use
         import torch
 
         if self.model_type == "florence2":
-            inputs = self._florence_inputs(images, prompts, sources or images)
+            sources = sources or images
+            if features is None:
+                features = self._florence_features(sources, images)
+            inputs = self._florence_inputs(features, prompts, sources)
         else:
             inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True)
             inputs = inputs.to(self.device)
@@ -373,10 +344,9 @@ class VLM(Adapter):
             reasons.append(reason)
         return texts, reasons
 
-    def _florence_inputs(self, images: list[Any], prompts: list[str], sources: list[Any]) -> dict[str, Any]:
-        """``generate`` inputs for Florence-2 with the encoder already run: each distinct image (by object) through
-        the vision tower once, or not at all when :attr:`features` holds it; its features put in place of the
-        image tokens as the model's own forward does; the text encoder over every prompt."""
+    def _florence_features(self, sources: list[Any], images: list[Any]) -> dict[int, Any]:
+        """Florence-2 vision features of each distinct image (by object) of a call: from :attr:`features` when it
+        holds them, else one vision-tower pass over all the others (in ``max_batch_size`` chunks)."""
         # torch is heavy: imported on first use
         import torch
 
@@ -389,14 +359,25 @@ class VLM(Adapter):
                     features[id(source)] = cached
                 else:
                     todo[id(source)] = (source, image)
+        pending = list(todo.items())
         with torch.inference_mode():
-            if todo:
-                pixels = self.processor.image_processor(images=[im for _, im in todo.values()], return_tensors="pt")
+            for start in range(0, len(pending), self.max_batch_size):
+                part = pending[start : start + self.max_batch_size]
+                pixels = self.processor.image_processor(images=[im for _, (_, im) in part], return_tensors="pt")
                 values = pixels["pixel_values"].to(self.device, dtype=self.dtype or torch.float32)
                 encoded = self.model.get_image_features(pixel_values=values).pooler_output
-                for row, (key, (source, _)) in enumerate(todo.items()):
+                for row, (key, (source, _)) in enumerate(part):
                     features[key] = encoded[row : row + 1]
                     self.features.put(source, features[key])
+        return features
+
+    def _florence_inputs(self, features: dict[int, Any], prompts: list[str], sources: list[Any]) -> dict[str, Any]:
+        """``generate`` inputs for Florence-2 with the encoder already run: each prompt's image features (``features``
+        by image object) put in place of the image tokens as the model's own forward does, then the text encoder."""
+        # torch is heavy: imported on first use
+        import torch
+
+        with torch.inference_mode():
             # the token ids depend on the prompts only: every image takes the same number of placeholder tokens
             text = self.processor(
                 images=[_placeholder()] * len(prompts), text=prompts, return_tensors="pt", padding=True

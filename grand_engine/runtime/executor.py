@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import grand_engine
-from grand_engine.io.images import decode_image
+from grand_engine.io.images import decode_device, decode_image
 from grand_engine.io.sa1b import Locator, read_locator
 from grand_engine.io.store import OutputStore
 from grand_engine.runtime.faults import fault_point
@@ -38,8 +38,9 @@ class StageOutputError(RuntimeError):
 
 
 def load_pixels(row: dict[str, Any]) -> np.ndarray:
-    """Decode an ``images`` row's picture (RGB uint8, EXIF orientation applied)."""
-    return decode_image(read_locator(Locator(row["source"], row["offset"], row["size"])))
+    """Decode an ``images`` row's picture (RGB uint8, EXIF orientation applied); JPEGs on the device that
+    ``GRAND_DECODE_DEVICE`` names (``cpu`` by default, ``cuda`` for nvJPEG)."""
+    return decode_image(read_locator(Locator(row["source"], row["offset"], row["size"])), device=decode_device())
 
 
 PIXEL_CACHE_ENV = "GRAND_PIXEL_CACHE_MB"

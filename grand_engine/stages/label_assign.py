@@ -29,7 +29,7 @@ from grand_engine.labels import Label
 from grand_engine.models.clip import softmax_scores
 from grand_engine.runtime.stage import Batching, Resources, Stage, UnitInput, collaborator
 from grand_engine.schema import table_schema
-from grand_engine.stages.region_attributes import crop_bounds, crop_box
+from grand_engine.stages.region_attributes import crop_box, crop_box_bounds
 from grand_engine.stages.sam_classify import CLASSIFIER_MODES
 
 ASSIGNMENT = pa.struct([("object_id", pa.int32()), ("label", pa.string()), ("score", pa.float32())])
@@ -90,7 +90,7 @@ class LabelAssign(Stage):
                 continue
             pixels = unit.pixels(image_id)
             for obj, names, candidate_texts in multi:
-                bounds = crop_bounds(pixels, obj["bbox"])
+                bounds = crop_box_bounds(pixels, obj["bbox"])
                 if bounds[2] <= bounds[0] or bounds[3] <= bounds[1]:
                     continue  # an empty crop is skipped, as in the reference
                 jobs.append((image_id, int(obj["id"]), names))

@@ -74,7 +74,7 @@ def large_objects(row: dict[str, Any], min_area_fraction: float) -> list[dict[st
     return out
 
 
-def crop_bounds(pixels: np.ndarray, box: Any) -> np.ndarray:
+def crop_box_bounds(pixels: np.ndarray, box: Any) -> np.ndarray:
     """The integer xyxy bounds :func:`crop_box` cuts (``box`` rounded outwards and clamped to the image), as
     float64; ``x2 <= x1`` or ``y2 <= y1`` when the crop is empty."""
     h, w = pixels.shape[:2]
@@ -85,7 +85,7 @@ def crop_bounds(pixels: np.ndarray, box: Any) -> np.ndarray:
 
 def crop_box(pixels: np.ndarray, box: Any) -> np.ndarray | None:
     """The pixels of ``box`` (outward-rounded, clamped to the image), or ``None`` when that is empty."""
-    x1, y1, x2, y2 = (int(v) for v in crop_bounds(pixels, box))
+    x1, y1, x2, y2 = (int(v) for v in crop_box_bounds(pixels, box))
     if x2 <= x1 or y2 <= y1:
         return None
     return np.ascontiguousarray(pixels[y1:y2, x1:x2])

@@ -367,17 +367,42 @@ def _loc(tok, value: float) -> int:
 def _florence_oracle(monkeypatch: pytest.MonkeyPatch, florence) -> None:
     """Encoder-decoder ``generate`` (decoder start token first). A region prompt (four ``<loc_i>`` in the input) is
     answered with the colour under that region of the network's 768x768 input; any other prompt with "cat" and the
-    white rectangle's bins read from the input, followed by the caption's phrase for grounding prompts."""
+    white rectangle's bins read from the input, followed by the caption's phrase for grounding prompts.
+
+    The adapter encodes each image once and hands ``generate`` the encoder's output: the vision tower is replaced by
+    one that keeps each network input and marks its features with the input's number, and the text encoder by the
+    identity, so every row's image-token slots say which network input it was given."""
+    from transformers.modeling_outputs import BaseModelOutput
+
     tok = florence.tokenizer
     first_loc = tok.convert_tokens_to_ids("<loc_0>")
     start = florence.model.generation_config.decoder_start_token_id
+    inputs: list[torch.Tensor] = []
+    tokens = florence.processor.num_image_tokens
+    width = florence.model.config.text_config.d_model
 
-    def generate(input_ids, pixel_values, **_):
+    def vision(pixel_values, **_):
+        marks = []
+        for image in pixel_values:
+            inputs.append(image)
+            marks.append(torch.full((1, tokens, width), float(len(inputs))))
+        return SimpleNamespace(pooler_output=torch.cat(marks))
+
+    class Identity(torch.nn.Module):
+        def forward(self, inputs_embeds, **_):
+            return BaseModelOutput(last_hidden_state=inputs_embeds)
+
+    monkeypatch.setattr(florence.model, "get_image_features", vision)
+    monkeypatch.setitem(florence.model.model.language_model._modules, "encoder", Identity())  # a child module
+
+    def generate(input_ids, encoder_outputs, **_):
+        image_slot = input_ids == florence.model.config.image_token_id
         rows = []
         for row in range(len(input_ids)):
             ids = input_ids[row].tolist()
             bins = [t - first_loc for t in ids if first_loc <= t < first_loc + 1000]
-            pixels = pixel_values[row]
+            mark = encoder_outputs.last_hidden_state[row][image_slot[row]][0, 0]
+            pixels = inputs[int(mark) - 1]
             if len(bins) == 4:
                 side = pixels.shape[-1]
                 x1, y1, x2, y2 = (int((b + 0.5) * side / 1000) for b in bins)
