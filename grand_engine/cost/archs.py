@@ -705,12 +705,26 @@ class Generative(Arch):
         hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
         return head(hidden[:, -1:]), _cache_of(out)
 
-    def generate(self, model: Any, rt: Runtime, batch: int, size: Size | None, prompt: int, new: int) -> int:
-        """The whole call for real (measurement): vision, prefill, then ``new`` decoding steps; returns tokens made."""
-        if size is not None and self.has_vision():
+    def generate(
+        self,
+        model: Any,
+        rt: Runtime,
+        batch: int,
+        size: Size | None,
+        prompt: int,
+        new: int,
+        vision: bool = True,
+        cached: int = 0,
+    ) -> int:
+        """The whole call for real (measurement): vision (unless its output is reused, ``vision=False``), the
+        prefill of the prompt beyond ``cached`` tokens already in the cache, then ``new`` decoding steps; returns
+        the tokens made."""
+        if size is not None and self.has_vision() and vision:
             self.vision(model, rt, batch, size)
         total = prompt + (self.image_tokens(size) if size is not None and self.has_vision() else 0)
-        _, cache = self.extend(model, rt, batch, max(1, total), None)
+        held = min(max(0, cached), total - 1)
+        cache = self.make_cache(model, rt, batch, held) if held else None
+        _, cache = self.extend(model, rt, batch, max(1, total - held), cache)
         for _ in range(new):
             _, cache = self.extend(model, rt, batch, 1, cache)
         return new
@@ -876,8 +890,18 @@ class Florence2(Generative):
         hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
         return head(hidden[:, -1:]), _cache_of(out)
 
-    def generate(self, model: Any, rt: Runtime, batch: int, size: Size | None, prompt: int, new: int) -> int:
-        if size is not None:
+    def generate(
+        self,
+        model: Any,
+        rt: Runtime,
+        batch: int,
+        size: Size | None,
+        prompt: int,
+        new: int,
+        vision: bool = True,
+        cached: int = 0,
+    ) -> int:
+        if size is not None and vision:
             self.vision(model, rt, batch, size)
         enc = prompt + (self.image_tokens(size) if size is not None else 0)
         self.encode(model, rt, batch, enc)

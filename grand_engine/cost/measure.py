@@ -153,9 +153,21 @@ class _Runner:
                 if self.embedding is None:  # the image embedding is the role's separate image call
                     self.embedding = arch.embed_image(model, rt, 1, size)
                 arch.boxes(model, rt, self.embedding, int(call["boxes"]))
+            elif call["kind"] == "pooled":
+                arch.pooled(model, rt, b, size, int(call["boxes"]))
             elif call["kind"] == "generate" and isinstance(arch, Generative):
                 image = size if call.get("image") != "none" else None
-                arch.generate(model, rt, b, image, int(call["prompt_tokens"]), int(call["new_tokens"]))
+                prefix = bool(call.get("image_prefix_cached"))  # the image and what precedes it are in the cache
+                arch.generate(
+                    model,
+                    rt,
+                    b,
+                    image,
+                    int(call["prompt_tokens"]),
+                    int(call["new_tokens"]),
+                    vision=not (prefix or call.get("vision_reused")),
+                    cached=int(call.get("image_tokens") or 0) if prefix else 0,
+                )
             else:
                 raise UnsupportedCall(f"{type(arch).__name__} cannot run a {call['kind']!r} call")
 
@@ -202,8 +214,11 @@ def measure_role(
         m.floor_gpu = spec.name
     m.dtype = role.get("dtype", "bfloat16") if cuda else "float32"
     dtype = getattr(torch, m.dtype)
-    if cuda and role.get("backend") == "vllm" and _vllm_available():
+    text_only = all(c.get("image") == "none" for c in role["calls"] if c["kind"] == "generate")
+    if cuda and role.get("backend") == "vllm" and _vllm_available() and text_only:
         return _measure_vllm(role, images, m)
+    if role.get("backend") == "vllm" and not text_only:
+        m.notes.append("a VLM served by vLLM is measured through transformers here (token prompts only for vLLM)")
     mc = find_config(SimpleNamespace(id=role["model"]))
     if mc is None:
         m.error = f"no configuration for {role['model']!r}"
