@@ -77,8 +77,8 @@ def real_size_flops(classes: int, new_prompts: int, windows: int) -> dict[str, f
     from open_clip.model import CLIP
     from transformers import ViTConfig, ViTModel
 
+    from grand_engine.cost.counting import count_flops
     from grand_engine.models.clip import ClipAdapter
-    from grand_engine.models.cost.counting import count_flops
     from grand_engine.models.dino import DinoAdapter
     from grand_engine.ovss import context, spectral
     from grand_engine.ovss.backbones import ClipDense
