@@ -81,7 +81,9 @@ class Registry(Generic[T]):
             try:
                 self._check(name, obj)
             except TypeError as exc:
-                raise PluginError(f"entry point {ep.value!r} ({self.group}) is not a valid {self.kind}: {exc}") from exc
+                raise PluginError(
+                    f"entry point {ep.value!r} ({self.group}) is not a valid {self.kind}: {exc}"
+                ) from exc
         with self._lock:
             # Loading the module may already have registered the object (a stage class registers itself).
             return self._items.setdefault(name, obj)
