@@ -31,13 +31,16 @@ TEXT_CACHE_LIMIT = 100_000
 
 
 def open_clip_name(model_id: str) -> str:
-    """The name handed to open_clip: ``hf-hub:``/``local-dir:`` kept, a local path becomes ``local-dir:``."""
+    """The name handed to open_clip: ``hf-hub:``/``local-dir:`` kept, a local path becomes ``local-dir:``, another
+    ``org/name`` becomes ``hf-hub:org/name``; a name without a slash is one of open_clip's built-in models."""
     if model_id.startswith(("hf-hub:", "local-dir:")):
         if model_id.startswith("local-dir:"):
             return "local-dir:" + str(Path(strip_scheme(model_id)).expanduser())
         return model_id
     if looks_local(model_id):
         return "local-dir:" + str(Path(model_id).expanduser())
+    if "/" in model_id:  # an ``org/name`` Hub id (e.g. a manifest's ``${mirror}org/name`` with no mirror set)
+        return "hf-hub:" + model_id
     return model_id
 
 

@@ -27,6 +27,7 @@ def test_open_clip_name(tmp_path: Path) -> None:
     assert open_clip_name(str(tmp_path)) == f"local-dir:{tmp_path}"
     assert open_clip_name(f"local-dir:{tmp_path}") == f"local-dir:{tmp_path}"
     assert open_clip_name("EVA02-L-14-336") == "EVA02-L-14-336"
+    assert open_clip_name("timm/x") == "hf-hub:timm/x"  # a `${mirror}org/name` id with no mirror
 
 
 @pytest.mark.parametrize("name,prefix", [("clip-vit", ""), ("clip-eva02", "local-dir:")])

@@ -29,6 +29,11 @@ SESSION_STAGES = (
     "depth,tagging,detect_closed,detect_lvis,detect_ov,detect_ov2,sam_classify,label_assign,masks,ground_phrases,"
     "caption_vlm"
 )
+SESSION_PLANS = {
+    "grand_h100.json": SESSION_STAGES,
+    "grand2026_h100.json": SESSION_STAGES + ",ovss,region_attributes",
+}
+"""The committed plans of benchmarks/plans and the stages gpu_session.sh measures from each (its PROFILE)."""
 
 
 def spec(model_id: str, family: str = "vlm", backend: str | None = None, **options) -> NS:
@@ -421,14 +426,15 @@ def test_the_gpu_session_runs_a_plan_with_only_torch_transformers_and_timm(tiny_
 
 
 @pytest.mark.slow
-def test_the_committed_session_plan_runs_at_full_size_as_a_dry_run(tmp_path):
-    """Every role the GPU session measures, built at full size from the committed grand.yaml plan and run through
-    the measurement path on the meta device, with only the packages of the GPU machine importable."""
+@pytest.mark.parametrize("plan_file", sorted(SESSION_PLANS))
+def test_the_committed_session_plan_runs_at_full_size_as_a_dry_run(tmp_path, plan_file):
+    """Every role the GPU session measures, built at full size from a committed plan (grand.yaml, grand2026.yaml)
+    and run through the measurement path on the meta device, with only the packages of the GPU machine importable."""
     code = f"""
 import json
 from grand_engine.cost.measure import measure_role, plan_roles
-plan = json.load(open({str(REPO / "benchmarks" / "plans" / "grand_h100.json")!r}))
-stages = {SESSION_STAGES!r}.split(",")
+plan = json.load(open({str(REPO / "benchmarks" / "plans" / plan_file)!r}))
+stages = {SESSION_PLANS[plan_file]!r}.split(",")
 done = []
 for role in plan_roles(plan):
     if role["stage"] not in stages or role.get("tensor_model") is False:
@@ -444,13 +450,15 @@ print(json.dumps(sorted(done)))
         [sys.executable, "-c", code], capture_output=True, text=True, env=_blocked_env(tmp_path), cwd=REPO
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == sorted(SESSION_STAGES.split(","))
+    assert sorted(set(json.loads(proc.stdout.strip().splitlines()[-1]))) == sorted(SESSION_PLANS[plan_file].split(","))
 
 
-def test_the_committed_session_plan_names_shipped_configurations():
-    plan = json.loads((REPO / "benchmarks" / "plans" / "grand_h100.json").read_text())
-    roles = [r for r in plan["manifest"]["roles"] if r["stage"] in SESSION_STAGES.split(",") and r["tensor_model"]]
-    assert {r["stage"] for r in roles} == set(SESSION_STAGES.split(","))
+@pytest.mark.parametrize("plan_file", sorted(SESSION_PLANS))
+def test_the_committed_session_plan_names_shipped_configurations(plan_file):
+    plan = json.loads((REPO / "benchmarks" / "plans" / plan_file).read_text())
+    stages = SESSION_PLANS[plan_file].split(",")
+    roles = [r for r in plan["manifest"]["roles"] if r["stage"] in stages and r["tensor_model"]]
+    assert {r["stage"] for r in roles} == set(stages)
     for role in roles:
         assert find_config(NS(id=role["model"])) is not None, role["model"]
         assert role["calls"] and math.isfinite(role["floor_ms_per_image"]) and role["floor_ms_per_image"] > 0
