@@ -24,13 +24,6 @@ class VideoVLM(VLM):
 
     family = "video_vlm"
 
-    def _video_prompt(self, prompt: str) -> str:
-        video_token = getattr(self.processor, "video_token", None)
-        if not self.chat or (video_token and video_token in prompt):
-            return prompt
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
-
     def generate_video(
         self,
         clips: Sequence[Sequence[np.ndarray]],
@@ -55,7 +48,7 @@ class VideoVLM(VLM):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         seeds = per_item_seeds(seed, len(videos))
-        rendered = [self._video_prompt(p) for p in texts]
+        rendered = [self._prompt(p, media="video") for p in texts]
         out: list[Generation | None] = [None] * len(videos)
         for group in self._batches(rendered):
             texts_out, reasons = self._generate_video_batch(

@@ -238,11 +238,13 @@ class VLM(Adapter):
             raw = raw.replace(token, "")
         return raw.strip()
 
-    def _prompt(self, prompt: str) -> str:
-        image_token = getattr(self.processor, "image_token", None)
-        if not self.chat or (image_token and image_token in prompt):
+    def _prompt(self, prompt: str, media: str = "image") -> str:
+        """``prompt`` in the chat template with one ``media`` item ("image" or "video") before it; unchanged for a
+        model without a chat template or a prompt that already holds the processor's placeholder."""
+        placeholder = getattr(self.processor, f"{media}_token", None)
+        if not self.chat or (placeholder and placeholder in prompt):
             return prompt
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        messages = [{"role": "user", "content": [{"type": media}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True)
 
     def _run(

@@ -520,7 +520,15 @@ class Verify(LLMStage):
                     *user_turn(render_prompt(FEEDBACK_PROMPT, failed_items=quoted_list(failed))),
                 ]
             )
-        seeds = [self.seed_for(c.image_id, "caption", round_) for c in cases]
+        return self._complete_round(cases, conversations, "caption", round_)
+
+    def _complete_round(
+        self, cases: list[Case], conversations: list[Conversation], purpose: str, round_: int
+    ) -> list[Case]:
+        """One regeneration round: each case's conversation completed (seeded by image, ``purpose`` and round);
+        returns the cases that got a usable caption. A case whose generation fails is marked failed and keeps its
+        last checked caption."""
+        seeds = [self.seed_for(c.image_id, purpose, round_) for c in cases]
         kept: list[Case] = []
         for case, gen in zip(cases, self.complete(conversations, seeds), strict=True):
             case.rounds = round_
@@ -528,7 +536,7 @@ class Verify(LLMStage):
                 case.captions.append(gen.text)
                 kept.append(case)
             else:
-                case.status = FAILED  # the last checked caption stays
+                case.status = FAILED
         return kept
 
     def _row(self, case: Case) -> dict[str, Any]:

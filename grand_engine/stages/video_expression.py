@@ -275,16 +275,7 @@ class VideoExpression(Verify):
             conversations.append(
                 [*meta["conversation"], {"role": "assistant", "content": case.caption}, *user_turn(feedback)]
             )
-        seeds = [self.seed_for(c.image_id, "expression", round_) for c in cases]
-        kept: list[Case] = []
-        for case, gen in zip(cases, self.complete(conversations, seeds), strict=True):
-            case.rounds = round_
-            if gen.ok:
-                case.captions.append(gen.text)
-                kept.append(case)
-            else:
-                case.status = FAILED  # the last checked expression stays
-        return kept
+        return self._complete_round(cases, conversations, "expression", round_)
 
     def _object_row(self, case: Case, meta: dict[str, Any]) -> dict[str, Any]:
         final = case.checked[-1] if case.checked and case.status != UNCHECKED else []

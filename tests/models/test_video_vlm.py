@@ -27,7 +27,7 @@ def clips() -> list[list[np.ndarray]]:
 
 
 def test_the_chat_template_puts_the_video_before_the_question(vlm: VideoVLM) -> None:
-    text = vlm._video_prompt("What happens?")
+    text = vlm._prompt("What happens?", media="video")
     assert "<|vision_start|><|video_pad|><|vision_end|>What happens?<|im_end|>" in text
     assert text.endswith("<|im_start|>assistant\n")
 
