@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from grand_engine.models.imaging import check_images
-from grand_engine.models.llm import greedy_generation_config, per_item_seeds, seeded_sampler, split_completion
+from grand_engine.models.llm import per_item_seeds
 from grand_engine.models.vlm import VLM, Generation
 
 
@@ -74,9 +74,6 @@ class VideoVLM(VLM):
         top_p: float,
         seeds: list[int],
     ) -> tuple[list[str], list[str]]:
-        # torch is heavy: imported on first use
-        import torch
-
         metadata = [{"total_num_frames": len(v), "fps": rate} for v, rate in zip(videos, rates, strict=True)]
         inputs: Any = self.processor(
             videos=videos, text=prompts, video_metadata=metadata, return_tensors="pt", padding=True
@@ -84,15 +81,4 @@ class VideoVLM(VLM):
         inputs = inputs.to(self.device)
         if "pixel_values_videos" in inputs and self.dtype is not None:
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
-        config = greedy_generation_config(max_new_tokens, self.eos_ids, self.tokenizer.pad_token_id)
-        processors = [seeded_sampler(temperature, top_p, seeds)] if temperature > 0 else []
-        with torch.inference_mode():
-            generated = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
-        new = generated[:, inputs["input_ids"].shape[1] :]
-        texts, reasons = [], []
-        for row in new.tolist():
-            kept, reason = split_completion(row, self.eos_ids, max_new_tokens)
-            kept = [t for t in kept if t != self.tokenizer.pad_token_id]
-            texts.append(self.tokenizer.decode(kept, skip_special_tokens=False))
-            reasons.append(reason)
-        return texts, reasons
+        return self._complete_inputs(inputs, max_new_tokens, temperature, top_p, seeds)

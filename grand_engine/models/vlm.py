@@ -315,9 +315,6 @@ class VLM(Adapter):
         sources: list[Any] | None = None,
         features: dict[int, Any] | None = None,
     ) -> tuple[list[str], list[str]]:
-        # torch is heavy: imported on first use
-        import torch
-
         if self.model_type == "florence2":
             sources = sources or images
             if features is None:
@@ -328,6 +325,16 @@ class VLM(Adapter):
             inputs = inputs.to(self.device)
             if "pixel_values" in inputs and self.dtype is not None:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return self._complete_inputs(inputs, max_new_tokens, temperature, top_p, seeds)
+
+    def _complete_inputs(
+        self, inputs: Any, max_new_tokens: int, temperature: float, top_p: float, seeds: list[int]
+    ) -> tuple[list[str], list[str]]:
+        """``generate`` on processed inputs (greedy, or seeded sampling per row); each row's continuation decoded,
+        with the reason it stopped."""
+        # torch is heavy: imported on first use
+        import torch
+
         config = greedy_generation_config(max_new_tokens, self.eos_ids, self.tokenizer.pad_token_id)
         processors = [seeded_sampler(temperature, top_p, seeds)] if temperature > 0 else []
         with torch.inference_mode():
