@@ -69,13 +69,16 @@ class AnnotationView:
     objects: list[dict[str, Any]]
     floating: list[dict[str, Any]]
     by_id: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _entries: list[tuple[str, dict[str, Any]]] | None = field(default=None, repr=False)
 
-    def entries(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(where, object)`` for every object then every floating object."""
-        for i, obj in enumerate(self.objects):
-            yield f"objects[{i}]", obj
-        for i, obj in enumerate(self.floating):
-            yield f"floating_objects[{i}]", obj
+    def entries(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(where, object)`` for every object then every floating object (built once per row: every check
+        walks them)."""
+        if self._entries is None:
+            self._entries = [(f"objects[{i}]", obj) for i, obj in enumerate(self.objects)] + [
+                (f"floating_objects[{i}]", obj) for i, obj in enumerate(self.floating)
+            ]
+        return self._entries
 
 
 Check = Callable[[AnnotationView], Iterable[str]]
@@ -101,6 +104,11 @@ def registered_checks() -> list[tuple[int, str]]:
 
 
 def _finite(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:  # the common case first: x - x is 0 for every finite float, NaN for NaN and inf
+        return value - value == 0.0
+    if kind is int:
+        return True
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -110,9 +118,9 @@ def _box_problems(box: Any, view: AnnotationView, where: str) -> list[str]:
     values = list(box)
     if len(values) != 4:
         return [f"{where}: bbox has {len(values)} values, expected 4"]
-    if not all(_finite(v) for v in values):
-        return [f"{where}: bbox {values} has a NaN/inf/null coordinate"]
     x1, y1, x2, y2 = values
+    if not (_finite(x1) and _finite(y1) and _finite(x2) and _finite(y2)):
+        return [f"{where}: bbox {values} has a NaN/inf/null coordinate"]
     out = []
     if x1 > x2 or y1 > y2:
         out.append(f"{where}: bbox {values} is inverted (need x1 <= x2 and y1 <= y2)")
