@@ -9,7 +9,7 @@
    DINO ViT-B/16 (transformers ViT defaults = ``facebook/dino-vitb16``) built on the meta device, plus the graph
    steps at their real shapes, times the windows of one image, plus the text encoder for the tags (the stuff list's
    embeddings are cached across images). Time = FLOPs / (peak × MFU) with the cost model's GPU peaks and MFU
-   (``grand_engine.models.cost``). ``torch.linalg.eigh`` is not counted by the FLOP counter; on the 64×64 Gram
+   (``grand_engine.cost``). ``torch.linalg.eigh`` is not counted by the FLOP counter; on the 64×64 Gram
    matrices it is about 9·64³ ≈ 2.4 MFLOP per head, under 0.5 % of a window.
 
     .venv/bin/python benchmarks/bench_ovss.py [--images 3] [--width 1500] [--height 2250] [--tags 20] [--gpu h100]
@@ -160,8 +160,8 @@ def main() -> int:
     )
 
     try:
-        from grand_engine.models.cost import DEFAULT_MFU
-        from grand_engine.models.cost.gpus import gpu
+        from grand_engine.cost import DEFAULT_MFU
+        from grand_engine.cost.gpus import gpu
     except ImportError as err:
         print(f"real-size estimate skipped: the cost model is not available ({err})")
         return 0
