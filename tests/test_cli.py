@@ -53,6 +53,17 @@ def test_run_status_and_noop_second_run(shards, test_manifest, tmp_path, capsys)
     assert executions(log) == []
 
 
+def test_a_run_of_some_stages_keeps_the_others_in_run_json(shards, test_manifest, tmp_path, capsys):
+    manifest, _ = test_manifest()
+    out = tmp_path / "out"
+    assert _run(manifest, shards, out) == 0
+    full = json.loads((out / "run.json").read_text())["stages"]
+    assert _run(manifest, shards, out, "--stages", "images") == 0
+    capsys.readouterr()
+    after = json.loads((out / "run.json").read_text())["stages"]
+    assert len(full) > 1 and after == full  # the other stages' settings are still those their tables were made with
+
+
 def test_rerun_stage_from_run_json(shards, test_manifest, tmp_path, capsys):
     manifest, log = test_manifest()
     out = tmp_path / "out"

@@ -217,8 +217,15 @@ class ProgressObserver(RunObserver):
 
 
 def write_run_json(store: OutputStore, plan: Plan, extra: dict[str, Any]) -> None:
-    """Snapshot the resolved configuration, versions and seed (``run.json`` + ``_runs/<time>.json``)."""
+    """Snapshot the resolved configuration, versions and seed (``run.json`` + ``_runs/<time>.json``). ``stages``
+    describes every stage the output holds: a run of some stages (``--levels``, ``--stages``) replaces their entries
+    and keeps those of the stages an earlier run wrote."""
     pipeline = plan.pipeline
+    stages = pipeline.describe()
+    try:
+        earlier = json.loads(store.read_text("run.json")).get("stages") or {}
+    except (FileNotFoundError, ValueError):
+        earlier = {}
     payload = {
         "started_at": now_iso(),
         "manifest": pipeline.manifest.name,
@@ -226,7 +233,7 @@ def write_run_json(store: OutputStore, plan: Plan, extra: dict[str, Any]) -> Non
         "unit_size": plan.unit_size,
         "shards": plan.shards,
         "units": len(plan.units),
-        "stages": pipeline.describe(),
+        "stages": {**{name: spec for name, spec in earlier.items() if name not in stages}, **stages},
         "variables": pipeline.manifest.variables,
         "versions": engine_versions(),
         **extra,
