@@ -3,11 +3,10 @@ template."""
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 from grand_engine.models.imaging import seeded
-from grand_engine.models.tiny.tokenizers import train_bpe
+from grand_engine.models.tiny.tokenizers import CHAT_CORPUS, train_bpe, train_chatml_bpe
 
 # The tiny checkpoint's own template (a small "<|role|>" format), so that tests cover both paths.
 TINY_CHAT_TEMPLATE = (
@@ -26,9 +25,7 @@ def build_llama(dest: Path) -> None:
     tokenizer = train_bpe(
         LlamaTokenizer,
         vocab_size=2000,
-        # The base corpus is lower-case words; these lines put capitals, digits, punctuation and newlines
-        # (chat templates use them) into the alphabet, which otherwise drops unknown characters.
-        extra_corpus=[string.ascii_uppercase, string.digits, string.punctuation, "first line\nsecond line"],
+        extra_corpus=CHAT_CORPUS,
         special_tokens={
             "bos_token": "<s>",
             "eos_token": "</s>",
@@ -71,19 +68,10 @@ def build_qwen3(dest: Path) -> None:
     """A tiny random ``Qwen3ForCausalLM`` (QK-norm attention, head size 32, grouped KV heads) with a trained
     byte-level BPE, the ChatML tokens, ``<|im_end|>`` as end of turn and the ChatML template."""
     # transformers is heavy: imported only when a checkpoint is built
-    from transformers import GenerationConfig, Qwen2Tokenizer, Qwen3Config, Qwen3ForCausalLM
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
     dest = Path(dest)
-    tokenizer = train_bpe(
-        Qwen2Tokenizer,
-        vocab_size=2000,
-        extra_corpus=[string.ascii_uppercase, string.digits, string.punctuation, "first line\nsecond line"],
-        special_tokens={
-            "eos_token": "<|im_end|>",
-            "pad_token": "<|endoftext|>",
-            "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
-        },
-    )
+    tokenizer = train_chatml_bpe(2000, ["<|im_start|>", "<|im_end|>"])
     tokenizer.chat_template = QWEN_CHAT_TEMPLATE
     config = Qwen3Config(
         vocab_size=len(tokenizer),

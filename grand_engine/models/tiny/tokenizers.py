@@ -13,6 +13,7 @@ Every builder is deterministic: the corpus is fixed and ordered, so the same cal
 from __future__ import annotations
 
 import heapq
+import string
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
@@ -112,6 +113,29 @@ def train_bpe(
         if hasattr(trained, "update_post_processor"):
             trained.update_post_processor()
     return trained
+
+
+CHAT_CORPUS = (string.ascii_uppercase, string.digits, string.punctuation, "first line\nsecond line")
+"""Lines added to :func:`corpus` (lower-case words) for chat models: capitals, digits, punctuation and newlines, which
+chat templates use, join the alphabet (a BPE drops characters it never saw)."""
+
+
+def train_chatml_bpe(vocab_size: int, additional_special_tokens: Sequence[str]) -> Any:
+    """A trained byte-level BPE ``Qwen2Tokenizer`` of the Qwen families: ``<|im_end|>`` ends a turn,
+    ``<|endoftext|>`` pads, ``additional_special_tokens`` (the ChatML and vision tokens) are real entries."""
+    # transformers is heavy: imported only when a tokenizer is built
+    from transformers import Qwen2Tokenizer
+
+    return train_bpe(
+        Qwen2Tokenizer,
+        vocab_size=vocab_size,
+        extra_corpus=CHAT_CORPUS,
+        special_tokens={
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "additional_special_tokens": list(additional_special_tokens),
+        },
+    )
 
 
 def _bytes_to_unicode() -> list[str]:

@@ -3,11 +3,10 @@ random weights in the transformers ``save_pretrained`` layout, loaded back by th
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 from grand_engine.models.imaging import IMAGENET_MEAN, IMAGENET_STD, seeded
-from grand_engine.models.tiny.tokenizers import train_bpe
+from grand_engine.models.tiny.tokenizers import train_chatml_bpe
 
 TINY_SAM2_SIDE = 256
 """Input side of the tiny SAM 2 (the real checkpoints take 1024², ``facebook/sam2.1-hiera-*``); 256 keeps CPU
@@ -122,22 +121,11 @@ def build_qwen2_5_vl(dest: Path) -> None:
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
-        Qwen2Tokenizer,
         Qwen2VLImageProcessor,
         Qwen2VLVideoProcessor,
     )
 
-    tokenizer = train_bpe(
-        Qwen2Tokenizer,
-        vocab_size=1000,
-        # capitals, digits, punctuation and newlines (the chat template has them) join the byte alphabet's merges
-        extra_corpus=[string.ascii_uppercase, string.digits, string.punctuation, "first line\nsecond line"],
-        special_tokens={
-            "eos_token": "<|im_end|>",
-            "pad_token": "<|endoftext|>",
-            "additional_special_tokens": QWEN_SPECIAL_TOKENS,
-        },
-    )
+    tokenizer = train_chatml_bpe(1000, QWEN_SPECIAL_TOKENS)
     ids = tokenizer.convert_tokens_to_ids
     image_processor = Qwen2VLImageProcessor(
         min_pixels=3136, max_pixels=12845056, patch_size=14, merge_size=2, temporal_patch_size=2

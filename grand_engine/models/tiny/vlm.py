@@ -3,12 +3,11 @@ tokenizer and the real checkpoint's image processor settings."""
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Any
 
 from grand_engine.models.imaging import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, seeded
-from grand_engine.models.tiny.tokenizers import corpus, train_bpe
+from grand_engine.models.tiny.tokenizers import corpus, train_bpe, train_chatml_bpe
 
 FLORENCE_LOC_BINS = 1000
 """Florence-2's tokenizer holds ``<loc_0>`` … ``<loc_999>`` (the VLM adapter quantises boxes into as many bins)."""
@@ -347,7 +346,6 @@ def build_qwen3_vl(dest: Path) -> None:
     # transformers is heavy: imported only when a checkpoint is built
     from transformers import (
         GenerationConfig,
-        Qwen2Tokenizer,
         Qwen2VLImageProcessor,
         Qwen3VLConfig,
         Qwen3VLForConditionalGeneration,
@@ -355,16 +353,7 @@ def build_qwen3_vl(dest: Path) -> None:
         Qwen3VLVideoProcessor,
     )
 
-    tokenizer = train_bpe(
-        Qwen2Tokenizer,
-        vocab_size=1000,
-        extra_corpus=[string.ascii_uppercase, string.digits, string.punctuation, "first line\nsecond line"],
-        special_tokens={
-            "eos_token": "<|im_end|>",
-            "pad_token": "<|endoftext|>",
-            "additional_special_tokens": QWEN_VL_TOKENS,
-        },
-    )
+    tokenizer = train_chatml_bpe(1000, QWEN_VL_TOKENS)
     ids = tokenizer.convert_tokens_to_ids
     pixels = {"shortest_edge": 65536, "longest_edge": 16777216}
     image_processor = Qwen2VLImageProcessor(
