@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from grand_engine.models.imaging import IMAGENET_MEAN, IMAGENET_STD, seeded
+from grand_engine.models.tiny.sam2 import hiera_vision_config
 from grand_engine.models.tiny.tokenizers import train_chatml_bpe
 
 TINY_SAM2_SIDE = 256
@@ -57,24 +58,7 @@ def build_sam2_video(dest: Path) -> None:
 
     side = TINY_SAM2_SIDE
     width = 128
-    vision = {
-        "model_type": "sam2_vision_model",
-        "backbone_config": {
-            "model_type": "sam2_hiera_det_model",
-            "hidden_size": 16,
-            "num_attention_heads": 1,
-            "image_size": [side, side],
-            "blocks_per_stage": [1, 1, 2, 1],
-            "embed_dim_per_stage": [16, 32, 64, 128],
-            "num_attention_heads_per_stage": [1, 1, 2, 2],
-            "window_size_per_stage": [8, 4, 4, 4],
-            "global_attention_blocks": [3],  # the second block of stage 3, as the real ones sit inside stage 3
-            "window_positional_embedding_background_size": [4, 4],
-        },
-        "backbone_channel_list": [128, 64, 32, 16],
-        "backbone_feature_sizes": [[side // 4, side // 4], [side // 8, side // 8], [side // 16, side // 16]],
-        "fpn_hidden_size": width,
-    }
+    vision = hiera_vision_config(side, width, window_sizes=[8, 4, 4, 4], background=[4, 4])
     config = Sam2VideoConfig(
         vision_config=vision,
         prompt_encoder_config={"hidden_size": width, "image_size": side, "patch_size": 16, "mask_input_channels": 4},
