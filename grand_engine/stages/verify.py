@@ -388,6 +388,14 @@ class Verify(LLMStage):
             vocab = build_vocabulary(unit.input_row("level2", image_id))
             cases.append(Case(image_id, graph, vocab, [caption]))
 
+        self._rounds(unit, cases)
+        for case in cases:
+            out[case.image_id] = self._row(case)
+        return [out[i] for i in image_ids]
+
+    def _rounds(self, unit: UnitInput, cases: list[Case]) -> None:
+        """Steps 1-4 until every case is verified, failed or out of rounds: checklist, matching, and a new caption
+        for each case not yet accepted while rounds remain."""
         active = cases
         for round_ in range(self.max_rounds + 1):
             if not active:
@@ -397,17 +405,22 @@ class Verify(LLMStage):
             regenerate: list[Case] = []
             for case in checked:
                 case.checked.append(case.verdicts)
-                if all(v["verdict"] == CONFIRMED for v in case.verdicts):
+                if self._accepted(case):
                     case.status = VERIFIED
                 elif round_ == self.max_rounds:
                     case.status = FAILED
                 else:
                     regenerate.append(case)
+            regenerate += self._regenerate_unchecked(active, checked, round_)
             active = self._regenerate(regenerate, round_ + 1)
 
-        for case in cases:
-            out[case.image_id] = self._row(case)
-        return [out[i] for i in image_ids]
+    def _accepted(self, case: Case) -> bool:
+        """A checked caption is verified when every checklist item is confirmed."""
+        return all(v["verdict"] == CONFIRMED for v in case.verdicts)
+
+    def _regenerate_unchecked(self, active: list[Case], checked: list[Case], round_: int) -> list[Case]:
+        """Cases without a checklist this round that still get a new caption (none: they stay unchecked)."""
+        return []
 
     def _checklists(self, cases: list[Case], round_: int) -> list[Case]:
         """Step 1 for the current caption of every case; returns the cases that got a non-empty checklist."""

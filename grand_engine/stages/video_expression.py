@@ -45,11 +45,9 @@ from grand_engine.stages.verify import (
     CHECKLIST_EXAMPLE,
     CHECKLIST_PROMPT,
     CONFIRMED,
-    FAILED,
     REPAIR_PROMPT,
     UNCHECKED,
     UNCONFIRMED,
-    VERIFIED,
     Case,
     Verify,
     Vocabulary,
@@ -183,7 +181,8 @@ class VideoExpression(Verify):
                     meta["object_id"], meta["category"], error=f"{gen.error[0]}: {gen.error[1]}"
                 )
         self._key_frames = self._load_key_frames(unit, [info[c.image_id] | {"id": c.image_id} for c in active])
-        self._verify(unit, active, info)
+        self._info = info
+        self._rounds(unit, active)
         for case in active:
             meta = info[case.image_id]
             rows[meta["video_id"]][meta["slot"]] = self._object_row(case, meta)
@@ -214,34 +213,26 @@ class VideoExpression(Verify):
             lemmas.add("person" if lemma in PERSON_WORDS or token.text.lower() in PERSON_WORDS else lemma)
         return head in lemmas
 
-    def _verify(self, unit: UnitInput, cases: list[Case], info: dict[str, dict[str, Any]]) -> None:
-        active = cases
-        for round_ in range(self.max_rounds + 1):
-            if not active:
-                break
-            checked = self._checklists(active, round_)
-            self._match(unit, checked)
-            regenerate: list[Case] = []
-            for case in checked:
-                case.checked.append(case.verdicts)
-                named = self.names_category(case.caption, info[case.image_id]["category"])
-                info[case.image_id]["named"] = named
-                if named and all(v["verdict"] == CONFIRMED for v in case.verdicts):
-                    case.status = VERIFIED
-                elif round_ == self.max_rounds:
-                    case.status = FAILED
-                else:
-                    regenerate.append(case)
-            seen = {id(c) for c in checked}
-            for case in active:
-                if id(case) in seen:
-                    continue
-                named = self.names_category(case.caption, info[case.image_id]["category"])
-                info[case.image_id]["named"] = named
-                if case.status == UNCHECKED and not named and round_ < self.max_rounds:
-                    case.status, case.verdicts = None, []  # the name check needs no checklist: regenerate
-                    regenerate.append(case)
-            active = self._regenerate_with(regenerate, round_ + 1, info)
+    def _accepted(self, case: Case) -> bool:
+        """Verified when every checklist item is confirmed and the expression names the object's category."""
+        meta = self._info[case.image_id]
+        meta["named"] = self.names_category(case.caption, meta["category"])
+        return meta["named"] and super()._accepted(case)
+
+    def _regenerate_unchecked(self, active: list[Case], checked: list[Case], round_: int) -> list[Case]:
+        """An expression without a checklist that does not name the category is rewritten (the name check needs no
+        checklist) while rounds remain."""
+        seen = {id(c) for c in checked}
+        out: list[Case] = []
+        for case in active:
+            if id(case) in seen:
+                continue
+            meta = self._info[case.image_id]
+            meta["named"] = self.names_category(case.caption, meta["category"])
+            if case.status == UNCHECKED and not meta["named"] and round_ < self.max_rounds:
+                case.status, case.verdicts = None, []
+                out.append(case)
+        return out
 
     def _detector_pass(self, unit: UnitInput, cases: list[Case]) -> None:
         """The ``verify`` detector pass on each object's key frame instead of an image."""
@@ -258,13 +249,13 @@ class VideoExpression(Verify):
                 (out[meta["id"]],) = frames_of(unit, meta["video_id"], [indices.index(meta["key_frame"])])
         return out
 
-    def _regenerate_with(self, cases: list[Case], round_: int, info: dict[str, dict[str, Any]]) -> list[Case]:
+    def _regenerate(self, cases: list[Case], round_: int) -> list[Case]:
         """Step 4 for every case with feedback; returns the cases with a usable new expression."""
         if not cases:
             return []
         conversations: list[Conversation] = []
         for case in cases:
-            meta = info[case.image_id]
+            meta = self._info[case.image_id]
             problems = []
             failed = [v["item"] for v in case.verdicts if v["verdict"] == UNCONFIRMED]
             if failed:
