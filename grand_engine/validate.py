@@ -95,18 +95,6 @@ def register_check(min_level: int, name: str | None = None) -> Callable[[Check],
     return decorate
 
 
-def _checks_at(level: int) -> list[tuple[str, Check]]:
-    """``(name, check)`` of the checks that run at ``level``, in run order (kept until a check is registered)."""
-    key = (level, len(_CHECKS))
-    cached = _CHECKS_AT.get(key)
-    if cached is None:
-        cached = _CHECKS_AT[key] = [(name, check) for min_level, name, check in _CHECKS if level >= min_level]
-    return cached
-
-
-_CHECKS_AT: dict[tuple[int, int], list[tuple[str, Check]]] = {}
-
-
 def registered_checks() -> list[tuple[int, str]]:
     """``(min_level, name)`` of every registered check, in run order."""
     return [(level, name) for level, name, _ in _CHECKS]
@@ -133,21 +121,13 @@ def _box_problems(box: Any, view: AnnotationView, where: str) -> list[str]:
     x1, y1, x2, y2 = values
     if not (_finite(x1) and _finite(y1) and _finite(x2) and _finite(y2)):
         return [f"{where}: bbox {values} has a NaN/inf/null coordinate"]
-    tol, width, height = view.tolerance, view.width, view.height
-    if (
-        width is not None
-        and height is not None
-        and -tol <= x1 <= x2 <= width + tol
-        and -tol <= y1 <= y2 <= height + tol
-    ):
-        return []  # the common case, decided in one chain of comparisons
     out = []
     if x1 > x2 or y1 > y2:
         out.append(f"{where}: bbox {values} is inverted (need x1 <= x2 and y1 <= y2)")
-    tol = view.tolerance
-    if view.width is not None and view.height is not None:
-        if min(x1, y1) < -tol or max(x1, x2) > view.width + tol or max(y1, y2) > view.height + tol:
-            out.append(f"{where}: bbox {values} is outside the {view.width:g}x{view.height:g} image")
+    tol, width, height = view.tolerance, view.width, view.height
+    if width is not None and height is not None:
+        if not (-tol <= x1 <= width + tol and x2 <= width + tol and -tol <= y1 <= height + tol and y2 <= height + tol):
+            out.append(f"{where}: bbox {values} is outside the {width:g}x{height:g} image")
     return out
 
 
@@ -178,7 +158,7 @@ def _ids(view: AnnotationView) -> Iterable[str]:
     seen: dict[int, str] = {}
     for k, (where, obj) in enumerate(view.entries()):
         oid = obj.get("id")
-        if type(oid) is not int and (not isinstance(oid, int) or isinstance(oid, bool)):
+        if not isinstance(oid, int) or isinstance(oid, bool):
             yield f"{where}: id is {oid!r}, expected an integer"
             continue
         if oid in seen:
@@ -199,10 +179,8 @@ def _ids(view: AnnotationView) -> Iterable[str]:
 def _boxes_and_numbers(view: AnnotationView) -> Iterable[str]:
     for where, obj in view.entries():
         yield from _box_problems(obj.get("bbox"), view, where)
-        score, depth = obj.get("score"), obj.get("depth")
-        if not (score is None or _finite(score)) or not (depth is None or _finite(depth)):
-            yield from _number_problem(score, where, "score")
-            yield from _number_problem(depth, where, "depth")
+        yield from _number_problem(obj.get("score"), where, "score")
+        yield from _number_problem(obj.get("depth"), where, "depth")
     for i, attr in enumerate(view.row.get("floating_attributes") or []):
         where = f"floating_attributes[{i}]"
         yield from _box_problems(attr.get("bbox"), view, where)
@@ -423,7 +401,9 @@ def validate_annotation(row: dict[str, Any], level: int, *, tolerance: float = D
         oid = obj.get("id")
         if isinstance(oid, int) and oid not in view.by_id:
             view.by_id[oid] = obj
-    for name, check in _checks_at(level):
+    for min_level, name, check in _CHECKS:
+        if level < min_level:
+            continue
         try:
             problems.extend(check(view))
         except Exception as exc:  # noqa: BLE001 - a malformed row must report, not crash the validator
