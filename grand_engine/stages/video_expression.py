@@ -214,7 +214,8 @@ class VideoExpression(Verify):
         return head in lemmas
 
     def _accepted(self, case: Case) -> bool:
-        """Verified when every checklist item is confirmed and the expression names the object's category."""
+        """Verified when every checklist item is confirmed and the expression names the object's category; whether
+        it does is kept in the case's ``named`` for the feedback and the row."""
         meta = self._info[case.image_id]
         meta["named"] = self.names_category(case.caption, meta["category"])
         return meta["named"] and super()._accepted(case)
