@@ -156,7 +156,9 @@ def test_gc_scope_leaves_another_freeze_and_a_disabled_collector_alone():
         frozen = gc.get_freeze_count()
         with new_objects_gc():
             pass
-        assert gc.get_freeze_count() == frozen  # not unfrozen by the scope
+        # not unfrozen (that would leave 0) and not frozen again (that would add the scope's own objects); a frozen
+        # object that another thread of the session releases meanwhile lowers the count, so equality is not asked
+        assert 0 < gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
     gc.disable()
